@@ -1,0 +1,1 @@
+"""Per-framework benchmark scripts, run through ``python -m nbutils.bench``."""

@@ -1,0 +1,319 @@
+"""Hardware profiles and per-notebook settings, resolved into one validated config.
+
+``configs/defaults.yaml`` lists every valid top-level key with its default (and so
+its type); ``configs/models/<name>.yaml`` does the same for one notebook's model
+settings. A profile (``configs/profiles/<name>.yaml``) overlays both; keyword
+overrides from the notebook overlay the profile. A key that is not in the
+defaults, or a value of the wrong type, is an error naming the key, the file and
+the closest valid key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .hardware import Hardware, detect_hardware
+from .paths import configs_dir, resolve_path
+
+__all__ = [
+    "ConfigError",
+    "Section",
+    "RunConfig",
+    "available_profiles",
+    "choose_profile",
+    "load_config",
+]
+
+PROFILE_ENV = "NBUTILS_PROFILE"
+LOWVRAM_LIMIT_GB = 8.0
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says how to fix it."""
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Config file not found: {path}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
+    """Return ``value`` if it fits the type of ``default`` (ints widen to floats)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"'{key}' in {source} must be {_type_name(default)} (like {default!r}), "
+            f"got {_type_name(value)} {value!r}"
+        )
+    return value
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if match:
+        return f"Did you mean '{match[0]}'?"
+    return f"Valid keys: {', '.join(sorted(valid))}"
+
+
+def _merge(base: dict, overlay: Mapping, source: str, prefix: str = "") -> dict:
+    """Overlay ``overlay`` on ``base`` (a copy), validating keys and types against ``base``."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(
+                f"Unknown config key '{dotted}' in {source}. {_closest(key, list(base))}"
+            )
+        default = base[key]
+        if isinstance(default, dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"'{dotted}' in {source} must be a mapping of keys to values")
+            out[key] = _merge(default, value, source, prefix=f"{dotted}.")
+        else:
+            out[key] = _check_type(dotted, value, default, source)
+    return out
+
+
+class Section(Mapping):
+    """Read-only attribute access to a nested config mapping: ``cfg.data.image_size``."""
+
+    def __init__(self, values: Mapping[str, Any], name: str = "config") -> None:
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, key: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        if key not in values:
+            name = object.__getattribute__(self, "_name")
+            raise AttributeError(f"{name} has no key '{key}'. {_closest(key, list(values))}")
+        value = values[key]
+        return Section(value, f"{self._name}.{key}") if isinstance(value, dict) else value
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Configs are read-only: pass overrides to nbutils.setup(...)")
+
+    def __getitem__(self, key: str) -> Any:
+        return self.__getattr__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy of the values as plain dicts."""
+        return copy.deepcopy(self._values)
+
+    def __repr__(self) -> str:
+        return f"Section({self._values!r})"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The resolved configuration of one notebook run."""
+
+    profile: str
+    values: dict[str, Any]
+    hardware: Hardware
+    model_name: str | None = None
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return Section(self.values, "config").__getattr__(key)
+
+    @property
+    def model(self) -> Section:
+        """This notebook's model settings (``configs/models/<model_name>.yaml`` + profile)."""
+        if self.model_name is None:
+            raise AttributeError("No model settings: call nbutils.setup(..., model='name')")
+        return Section(self.values["model"], f"models.{self.model_name}")
+
+    @property
+    def outputs_dir(self) -> Path:
+        """Absolute path of the outputs folder."""
+        return resolve_path(self.values["paths"]["outputs_dir"])
+
+    @property
+    def data_dir(self) -> Path:
+        """Absolute path of the data folder."""
+        return resolve_path(self.values["paths"]["data_dir"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to reproduce the run, as plain JSON-able values."""
+        return {"profile": self.profile, "model_name": self.model_name, **copy.deepcopy(self.values)}
+
+    def summary(self) -> str:
+        """A one-screen, human-readable summary."""
+        v = self.values
+        d = v["data"]
+        lines = [
+            f"profile      : {self.profile}  ({v['description']})",
+            f"device       : {v['device']}  [{self.hardware.describe()}]",
+            f"seed         : {v['seed']}   mixed precision: {v['mixed_precision']}",
+            f"dataset      : {v['dataset']}",
+            f"image size   : {d['image_size']}   val fraction: {d['val_fraction']}   "
+            f"caps/class: train={d['max_train_per_class']} test={d['max_test_per_class']}",
+        ]
+        if self.model_name is not None:
+            settings = ", ".join(f"{k}={val}" for k, val in v["model"].items())
+            lines.append(f"{self.model_name:<13}: {settings}")
+        return "\n".join(lines)
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles in ``configs/profiles/``."""
+    return sorted(p.stem for p in (configs_dir() / "profiles").glob("*.yaml"))
+
+
+def choose_profile(hardware: Hardware | None = None) -> str:
+    """Pick a profile for ``auto``: ``$NBUTILS_PROFILE``, else from the hardware."""
+    env = os.environ.get(PROFILE_ENV, "").strip()
+    if env and env != "auto":
+        return env
+    hw = hardware or detect_hardware()
+    if not hw.cuda:
+        return "cpu"
+    return "lowvram" if (hw.gpu_memory_gb or 0) < LOWVRAM_LIMIT_GB else "gpu"
+
+
+def _split_overrides(
+    overrides: Mapping[str, Any], values: dict[str, Any], model: dict[str, Any] | None
+) -> tuple[dict, dict]:
+    """Route flat or dotted override keys to the top level, ``data``/``paths`` or the model."""
+    top: dict[str, Any] = {}
+    mod: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            if head in ("model", "models") and model is not None:
+                mod[rest] = value
+            else:
+                top.setdefault(head, {})[rest] = value
+        elif key in values and not isinstance(values[key], dict):
+            top[key] = value
+        elif model is not None and key in model:
+            mod[key] = value
+        elif key in values["data"]:
+            top.setdefault("data", {})[key] = value
+        elif key in values["paths"]:
+            top.setdefault("paths", {})[key] = value
+        else:
+            valid = [k for k in values if not isinstance(values[k], dict)]
+            valid += list(values["data"]) + list(values["paths"]) + list(model or {})
+            raise ConfigError(f"Unknown override '{key}' passed to setup(). {_closest(key, valid)}")
+    return top, mod
+
+
+def load_config(
+    profile: str = "auto",
+    model: str | None = None,
+    hardware: Hardware | None = None,
+    **overrides: Any,
+) -> RunConfig:
+    """Resolve defaults + model settings + profile + overrides into a :class:`RunConfig`.
+
+    ``None`` overrides are ignored so that notebook parameters left at ``None``
+    mean "use the profile's value".
+    """
+    cdir = configs_dir()
+    hw = hardware or detect_hardware()
+    name = choose_profile(hw) if profile in (None, "", "auto") else profile
+    profile_path = cdir / "profiles" / f"{name}.yaml"
+    if not profile_path.is_file():
+        raise ConfigError(
+            f"Unknown profile '{name}'. {_closest(name, available_profiles())} "
+            f"(profiles live in {cdir / 'profiles'})"
+        )
+    defaults_path = cdir / "defaults.yaml"
+    values = _read_yaml(defaults_path)
+    prof = _read_yaml(profile_path)
+    prof_models = prof.pop("models", {}) or {}
+    if not isinstance(prof_models, dict):
+        raise ConfigError(f"'models' in {profile_path} must map model names to settings")
+    known_models = sorted(p.stem for p in (cdir / "models").glob("*.yaml"))
+    for mname in prof_models:
+        if mname not in known_models:
+            raise ConfigError(
+                f"Unknown model '{mname}' under 'models' in {profile_path}. "
+                f"{_closest(mname, known_models)}"
+            )
+    values = _merge(values, prof, str(profile_path))
+    sources = [str(defaults_path), str(profile_path)]
+
+    model_values: dict[str, Any] | None = None
+    if model is not None:
+        model_path = cdir / "models" / f"{model}.yaml"
+        if not model_path.is_file():
+            raise ConfigError(f"Unknown model '{model}'. {_closest(model, known_models)}")
+        model_values = _read_yaml(model_path)
+        model_values = _merge(
+            model_values, prof_models.get(model) or {}, f"{profile_path} (models.{model})"
+        )
+        sources.append(str(model_path))
+    else:
+        # still validate every model section of the profile against its file
+        for mname, settings in prof_models.items():
+            _merge(_read_yaml(cdir / "models" / f"{mname}.yaml"), settings or {},
+                   f"{profile_path} (models.{mname})")
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    top, mod = _split_overrides(given, values, model_values)
+    values = _merge(values, top, "setup() overrides")
+    if model_values is not None:
+        model_values = _merge(model_values, mod, "setup() overrides", prefix="model.")
+        values["model"] = model_values
+
+    if values["device"] not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {values['device']!r}")
+    if values["device"] == "auto":
+        values["device"] = "cuda" if hw.cuda else "cpu"
+    elif values["device"] == "cuda" and not hw.cuda:
+        raise ConfigError(
+            "device 'cuda' was asked for but no CUDA GPU is visible. "
+            "Use profile='cpu' (or device='auto'), or check `nvidia-smi`."
+        )
+    for frac in ("val_fraction", "test_fraction"):
+        if not 0.0 < values["data"][frac] < 1.0:
+            raise ConfigError(f"data.{frac} must be between 0 and 1, got {values['data'][frac]}")
+    if values["data"]["image_size"] < 8:
+        raise ConfigError(f"data.image_size must be at least 8, got {values['data']['image_size']}")
+    return RunConfig(
+        profile=name, values=values, hardware=hw, model_name=model, sources=tuple(sources)
+    )

@@ -1,0 +1,300 @@
+"""The numpy core of the data layer: :func:`load` returns an :class:`ImageData`.
+
+Every framework adapter (``nbutils.torch_data``, ``nbutils.keras_data``,
+``nbutils.hf_data``) consumes exactly these arrays, this split and these
+statistics, so the three frameworks see the same images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..paths import atomic_write_text, resolve_path
+from .sources import ImageReadError, Source, make_source
+from .specs import DatasetError, parse_spec
+from .split import stratified_split
+
+__all__ = ["Split", "ImageData", "load", "load_for", "channel_stats", "SPLITS"]
+
+SPLITS = ("train", "val", "test")
+CACHE_LAYOUT_VERSION = 1
+
+
+@dataclass
+class Split:
+    """One split: uint8 images (N, H, W, 3), int64 labels and optional masks / source ids."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    masks: np.ndarray | None = None
+    original_sizes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        """Number of images per class."""
+        return np.bincount(self.labels, minlength=num_classes)
+
+
+@dataclass
+class ImageData:
+    """A dataset loaded, resized, split and described, independent of any framework."""
+
+    spec: str
+    name: str
+    class_names: list[str]
+    image_size: int
+    seed: int
+    train: Split
+    val: Split
+    test: Split
+    mean: np.ndarray
+    std: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    cache_dir: Path | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    @property
+    def splits(self) -> dict[str, Split]:
+        """``{"train": ..., "val": ..., "test": ...}``."""
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether object masks are known (the ``shapes`` dataset)."""
+        return self.train.masks is not None
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC -> float32 NHWC, scaled to [0, 1] then standardised per channel."""
+        x = np.asarray(images, dtype=np.float32) / 255.0
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalize`, clipped to [0, 1] floats (for plotting)."""
+        return np.clip(np.asarray(x, dtype=np.float32) * self.std + self.mean, 0.0, 1.0)
+
+    def class_counts(self) -> dict[str, np.ndarray]:
+        """Images per class for each split."""
+        return {name: s.class_counts(self.num_classes) for name, s in self.splits.items()}
+
+    def summary(self) -> str:
+        """A few lines: spec, classes, split sizes, statistics, skipped files."""
+        lines = [
+            f"dataset  : {self.spec}  ({self.num_classes} classes, {self.image_size}x{self.image_size})",
+            f"classes  : {', '.join(self.class_names)}",
+            f"split    : train={len(self.train)}  val={len(self.val)}  test={len(self.test)}  "
+            f"(seed {self.seed})",
+            f"mean     : {[round(float(v), 4) for v in self.mean]}",
+            f"std      : {[round(float(v), 4) for v in self.std]}",
+        ]
+        if self.skipped:
+            lines.append(f"skipped  : {len(self.skipped)} files (see data.skipped)")
+        return "\n".join(lines)
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 NHWC images, in [0, 1] units, computed in chunks."""
+    if len(images) == 0:
+        raise DatasetError("Cannot compute statistics of an empty training split.")
+    total = np.zeros(3, np.float64)
+    total_sq = np.zeros(3, np.float64)
+    count = 0
+    for start in range(0, len(images), chunk):
+        block = np.asarray(images[start:start + chunk], dtype=np.float64) / 255.0
+        total += block.sum(axis=(0, 1, 2))
+        total_sq += (block ** 2).sum(axis=(0, 1, 2))
+        count += block.shape[0] * block.shape[1] * block.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _cache_key(source: Source, settings: dict[str, Any]) -> str:
+    payload = json.dumps({"fp": source.fingerprint(), "layout": CACHE_LAYOUT_VERSION, **settings},
+                         sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def _decode_split(
+    source: Source, indices: np.ndarray, size: int, out_dir: Path | None, name: str,
+    workers: int, progress: bool,
+) -> tuple[dict[str, np.ndarray], list[str], list[tuple[str, str]]]:
+    """Decode the items of one split into arrays (memory-mapped files when ``out_dir``)."""
+    from tqdm.auto import tqdm
+
+    n = len(indices)
+
+    def alloc(suffix: str, shape: tuple, dtype: Any) -> np.ndarray:
+        if out_dir is None:
+            return np.zeros(shape, dtype)
+        return np.lib.format.open_memmap(out_dir / f"{name}_{suffix}.npy", "w+", dtype, shape)
+
+    images = alloc("images", (n, size, size, 3), np.uint8)
+    masks = alloc("masks", (n, size, size), np.bool_) if source.has_masks else None
+    sizes = np.zeros((n, 2), np.int32)
+    ok = np.ones(n, bool)
+    skipped: list[tuple[str, str]] = []
+
+    def work(pos: int) -> None:
+        idx = int(indices[pos])
+        try:
+            img, mask, original = source.read(idx, size)
+        except ImageReadError as exc:
+            ok[pos] = False
+            skipped.append((source.ids[idx], str(exc)))
+            return
+        images[pos] = img
+        if masks is not None:
+            masks[pos] = mask
+        sizes[pos] = original
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(tqdm(pool.map(work, range(n)), total=n, desc=f"decode {name}", disable=not progress,
+                  leave=False))
+    keep = np.flatnonzero(ok)
+    arrays = {"images": images, "labels": source.labels[indices].astype(np.int64), "sizes": sizes}
+    if masks is not None:
+        arrays["masks"] = masks
+    if len(keep) < n:  # drop unreadable files, compacting in place
+        for key, arr in arrays.items():
+            arrays[key] = np.ascontiguousarray(arr[keep])
+    ids = [source.ids[int(indices[p])] for p in keep]
+    return arrays, ids, sorted(skipped)
+
+
+def _save_cache(cache_dir: Path, tmp_dir: Path, splits: dict, meta: dict) -> None:
+    for name, (arrays, _ids) in splits.items():
+        for key, arr in arrays.items():
+            target = tmp_dir / f"{name}_{key}.npy"
+            if isinstance(arr, np.memmap) and Path(arr.filename) == target:
+                arr.flush()
+            else:  # write beside, then swap, so an open memmap never sees a truncated file
+                partial = tmp_dir / f".{name}_{key}.partial.npy"
+                np.save(partial, arr)
+                os.replace(partial, target)
+    atomic_write_text(tmp_dir / "meta.json", json.dumps(meta, indent=1))
+    if cache_dir.exists():  # another process finished first
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        return
+    os.replace(tmp_dir, cache_dir)
+
+
+def _split_from_files(cache_dir: Path, name: str, ids: list[str]) -> Split:
+    def get(key: str) -> np.ndarray | None:
+        path = cache_dir / f"{name}_{key}.npy"
+        return np.load(path, mmap_mode="r") if path.exists() else None
+
+    return Split(name=name, images=get("images"), labels=np.asarray(get("labels")), ids=ids,
+                 masks=get("masks"), original_sizes=np.asarray(get("sizes")))
+
+
+def load(
+    spec: str,
+    image_size: int = 32,
+    seed: int = 42,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.15,
+    max_train_per_class: int | None = None,
+    max_test_per_class: int | None = None,
+    data_dir: str | os.PathLike[str] = "data",
+    cache: bool = True,
+    num_workers: int = 2,
+    download: bool = True,
+    progress: bool = True,
+) -> ImageData:
+    """Load a dataset spec as resized uint8 arrays with a fixed stratified split.
+
+    Args:
+        spec: ``cifar10``, ``cifar100``, ``imagefolder:PATH``, ``shapes`` or ``shapes:N``.
+        image_size: images are resized to ``image_size`` x ``image_size``.
+        seed: the split seed (the split is fixed for a given dataset and seed).
+        val_fraction: share of each class's training pool held out for validation.
+        test_fraction: share held out for testing when the dataset has no test split.
+        max_train_per_class / max_test_per_class: per-class caps for quick runs.
+        data_dir: downloads go to ``data_dir/raw``, decoded arrays to ``data_dir/processed``.
+        cache: keep decoded arrays on disk (memory-mapped on later loads).
+        num_workers: decoding threads.
+        download: allow downloading CIFAR archives.
+        progress: show progress bars.
+
+    Returns:
+        An :class:`ImageData`; unreadable files are listed in ``skipped``.
+    """
+    parsed = parse_spec(spec)
+    root = resolve_path(data_dir)
+    source = make_source(parsed, root / "raw", download=download)
+    settings = {"size": image_size, "seed": seed, "val": val_fraction, "test": test_fraction,
+                "max_train": max_train_per_class, "max_test": max_test_per_class}
+    cache_dir = root / "processed" / f"{parsed.slug}-{image_size}px-{_cache_key(source, settings)}"
+    meta_path = cache_dir / "meta.json"
+
+    if not (cache and meta_path.is_file()):
+        index = stratified_split(source.labels, source.pools, seed, val_fraction, test_fraction,
+                                 max_train_per_class, max_test_per_class)
+        tmp_dir = None
+        if cache:
+            cache_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.", dir=cache_dir.parent))
+        try:
+            decoded, skipped = {}, list(source.skipped)
+            for name in SPLITS:
+                arrays, ids, bad = _decode_split(source, index[name], image_size, tmp_dir, name,
+                                                 num_workers, progress)
+                decoded[name] = (arrays, ids)
+                skipped.extend(bad)
+            if len(decoded["train"][1]) == 0:
+                raise DatasetError(f"No readable training images in {spec}.")
+            mean, std = channel_stats(decoded["train"][0]["images"])
+            meta = {"spec": spec, "name": source.name, "class_names": source.class_names,
+                    "image_size": image_size, "seed": seed, "mean": mean.tolist(),
+                    "std": std.tolist(), "skipped": skipped,
+                    "ids": {name: ids for name, (_a, ids) in decoded.items()}, **settings}
+            if not cache:
+                splits = {name: Split(name, a["images"], a["labels"], ids, a.get("masks"),
+                                      a["sizes"]) for name, (a, ids) in decoded.items()}
+                return ImageData(spec, source.name, list(source.class_names), image_size, seed,
+                                 splits["train"], splits["val"], splits["test"], mean, std,
+                                 [tuple(s) for s in skipped], None)
+            _save_cache(cache_dir, tmp_dir, decoded, meta)
+        finally:
+            if tmp_dir is not None and tmp_dir.exists():
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    meta = json.loads(meta_path.read_text())
+    splits = {name: _split_from_files(cache_dir, name, meta["ids"][name]) for name in SPLITS}
+    return ImageData(
+        spec=spec, name=meta["name"], class_names=list(meta["class_names"]),
+        image_size=image_size, seed=seed, train=splits["train"], val=splits["val"],
+        test=splits["test"], mean=np.asarray(meta["mean"], np.float32),
+        std=np.asarray(meta["std"], np.float32),
+        skipped=[tuple(s) for s in meta["skipped"]], cache_dir=cache_dir,
+    )
+
+
+def load_for(cfg: Any, image_size: int | None = None, progress: bool = True) -> ImageData:
+    """Load the dataset a :class:`~nbutils.config.RunConfig` names, with its data settings."""
+    d = cfg.values["data"]
+    return load(
+        cfg.values["dataset"], image_size=image_size or d["image_size"], seed=cfg.values["seed"],
+        val_fraction=d["val_fraction"], test_fraction=d["test_fraction"],
+        max_train_per_class=d["max_train_per_class"], max_test_per_class=d["max_test_per_class"],
+        data_dir=cfg.values["paths"]["data_dir"], cache=d["cache"], num_workers=max(1, d["num_workers"]),
+        progress=progress,
+    )

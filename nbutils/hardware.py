@@ -1,0 +1,96 @@
+"""What machine we run on, found without importing a deep learning framework.
+
+Importing TensorFlow only to ask whether there is a GPU would take the GPU's memory
+in the PyTorch notebook, so the GPU is found through ``nvidia-smi`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from importlib import metadata
+
+__all__ = ["Hardware", "detect_hardware", "library_versions", "peak_rss_mb"]
+
+TRACKED_LIBRARIES = (
+    "numpy", "pillow", "torch", "torchvision", "tensorflow", "tensorflow-cpu", "keras",
+    "transformers", "timm", "datasets", "accelerate", "scikit-learn", "nbutils",
+)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The machine's CPU and (first) CUDA GPU, if any."""
+
+    cpu_count: int
+    cuda: bool
+    gpu_name: str | None = None
+    gpu_memory_gb: float | None = None
+    platform: str = ""
+
+    def describe(self) -> str:
+        """One line such as ``2 CPU cores, no CUDA GPU``."""
+        if self.cuda:
+            return f"{self.cpu_count} CPU cores, {self.gpu_name} ({self.gpu_memory_gb:.1f} GB)"
+        return f"{self.cpu_count} CPU cores, no CUDA GPU"
+
+    def to_dict(self) -> dict:
+        """Plain dict for run records."""
+        return asdict(self)
+
+
+def _query_nvidia_smi() -> tuple[str, float] | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None or os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not out:
+        return None
+    name, mem = out.splitlines()[0].rsplit(",", 1)
+    try:
+        return name.strip(), float(mem) / 1024.0
+    except ValueError:
+        return None
+
+
+def detect_hardware() -> Hardware:
+    """Detect CPU cores and a CUDA GPU (name, memory) without importing a framework."""
+    gpu = _query_nvidia_smi()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return Hardware(
+        cpu_count=cpus or 1,
+        cuda=gpu is not None,
+        gpu_name=gpu[0] if gpu else None,
+        gpu_memory_gb=round(gpu[1], 2) if gpu else None,
+        platform=f"{platform.system()} {platform.machine()}, Python {sys.version.split()[0]}",
+    )
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape results (missing ones left out)."""
+    versions = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

@@ -1,0 +1,74 @@
+"""Where the project lives on disk: configs, data and outputs.
+
+The project root is found once: ``NBUTILS_ROOT`` if set, else the first folder
+above the current directory (or above this package) that holds ``configs/`` and
+``pyproject.toml``. Notebooks run from ``notebooks/`` and tests from the root
+therefore see the same folders.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["project_root", "configs_dir", "resolve_path", "atomic_write", "atomic_write_text"]
+
+
+def _looks_like_root(path: Path) -> bool:
+    return (path / "configs").is_dir() and (path / "pyproject.toml").is_file()
+
+
+def project_root() -> Path:
+    """Return the course's root folder (the one holding ``configs/``)."""
+    env = os.environ.get("NBUTILS_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for candidate in (start, *start.parents):
+            if _looks_like_root(candidate):
+                return candidate
+    raise FileNotFoundError(
+        "Cannot find the course folder (one with configs/ and pyproject.toml) above "
+        f"{Path.cwd()}. Run from inside the course or set NBUTILS_ROOT=/path/to/course."
+    )
+
+
+def configs_dir() -> Path:
+    """The ``configs/`` folder of the project."""
+    return project_root() / "configs"
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """Resolve a relative path against the project root (absolute paths pass through)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (project_root() / p)
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path`` and move it into place only on success.
+
+    A crash or an interrupt while writing leaves the previous file untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8) and return the path."""
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+    return Path(path)
