@@ -1,0 +1,79 @@
+"""One way to reload any trained model of the course and get probabilities from it.
+
+Every training notebook saves its model in a folder under ``outputs/models/<run_id>/``
+together with ``classifier.json`` (framework, class names, image size, mean/std).
+:func:`load_classifier` reads that file and imports only the framework it names,
+so notebooks 05 and 06 treat the three frameworks alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .paths import atomic_write_text, resolve_path
+
+__all__ = ["ClassifierInfo", "Classifier", "write_classifier_info", "read_classifier_info",
+           "load_classifier", "FRAMEWORK_MODULES"]
+
+INFO_FILE = "classifier.json"
+# framework name -> module providing ``load_classifier(model_dir, info, device) -> Classifier``
+FRAMEWORK_MODULES = {"pytorch": "nbutils.torch_train", "keras": "nbutils.keras_train",
+                     "huggingface": "nbutils.hf_train"}
+
+
+@dataclass
+class ClassifierInfo:
+    """What a saved model needs besides its weights to classify raw uint8 images."""
+
+    framework: str
+    model: str
+    class_names: list[str]
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Classifier(Protocol):
+    """A reloaded model: ``predict_proba`` takes uint8 NHWC images of any size."""
+
+    info: ClassifierInfo
+    model: Any
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, K) class probabilities for uint8 (N, H, W, 3) images."""
+        ...
+
+
+def write_classifier_info(model_dir: str | Path, info: ClassifierInfo) -> Path:
+    """Write ``classifier.json`` atomically into ``model_dir``."""
+    path = Path(model_dir) / INFO_FILE
+    atomic_write_text(path, json.dumps(asdict(info), indent=2) + "\n")
+    return path
+
+
+def read_classifier_info(model_dir: str | Path) -> ClassifierInfo:
+    """Read ``classifier.json`` from a saved model folder."""
+    path = resolve_path(model_dir) / INFO_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No {INFO_FILE} in {path.parent}: this is not a saved course model. "
+            "Re-run the training notebook (02, 03 or 04) that writes it."
+        )
+    return ClassifierInfo(**json.loads(path.read_text()))
+
+
+def load_classifier(model_dir: str | Path, device: str = "cpu") -> Classifier:
+    """Reload a saved course model, importing only its own framework."""
+    folder = resolve_path(model_dir)
+    info = read_classifier_info(folder)
+    if info.framework not in FRAMEWORK_MODULES:
+        raise ValueError(f"Unknown framework {info.framework!r} in {folder / INFO_FILE}")
+    module = importlib.import_module(FRAMEWORK_MODULES[info.framework])
+    return module.load_classifier(folder, info, device=device)
