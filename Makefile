@@ -1,0 +1,66 @@
+# Two commands do all the set-up on a fresh machine:
+#   make course   runs the whole course (PROFILE=auto|gpu|lowvram|cpu|smoke, DATASET=spec, ONLY=01,03)
+#   make test     runs the unit tests (with coverage) and the notebooks under nbval
+# Both create .venv from requirements.txt first if it is missing or out of date.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PROFILE ?= auto
+DATASET ?=
+ONLY    ?=
+KERNEL_NAME ?= cnn-course
+NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+.PHONY: help venv course test unit nbval lab notebooks lint bench clean-outputs clean-data
+
+help:
+	@echo "make course   run every notebook (PROFILE=$(PROFILE) DATASET=$(DATASET) ONLY=$(ONLY))"
+	@echo "make test     unit tests + nbval notebook regression tests"
+	@echo "make lab      open JupyterLab with the '$(KERNEL_NAME)' kernel"
+	@echo "make notebooks  rebuild notebooks/*.ipynb from notebooks/src and store smoke outputs"
+	@echo "make lint     ruff;  make bench  print the benchmarks"
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.installed
+
+course: venv
+	$(PY) -m nbutils.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY))
+
+test: unit nbval
+
+unit: venv
+	$(PY) -m pytest tests --cov=nbutils --cov-report=term --cov-fail-under=80 -q
+
+nbval: venv
+	NBUTILS_PROFILE=smoke $(PY) -m pytest $(NBVAL_FLAGS) notebooks/ -q
+
+lab: venv
+	$(PY) -m ipykernel install --user --name $(KERNEL_NAME) --display-name "Python (CNN course)"
+	$(VENV)/bin/jupyter lab notebooks/
+
+notebooks: venv
+	$(PY) tools/build_notebooks.py
+	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
+		NBUTILS_PROFILE=smoke ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; \
+	done
+
+lint: venv
+	$(VENV)/bin/ruff check nbutils tests tools
+
+bench: venv
+	$(PY) -m nbutils.bench torch
+	$(PY) -m nbutils.bench keras
+	$(PY) -m nbutils.bench hf
+
+clean-outputs:
+	rm -rf outputs/metrics outputs/figures outputs/predictions outputs/notebooks outputs/comparison outputs/gradcam
+
+clean-data:
+	rm -rf data/processed
