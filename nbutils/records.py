@@ -172,6 +172,19 @@ def read_record(path: str | os.PathLike[str]) -> RunRecord:
     return RunRecord.from_dict(data, source=str(p))
 
 
+def _dataset_key(spec: str) -> str:
+    """Specs naming the same data compare equal (``imagefolder:`` paths by resolved folder)."""
+    from .data.specs import parse_spec
+
+    try:
+        parsed = parse_spec(spec)
+    except Exception:  # noqa: BLE001 - an odd spec still compares as text
+        return spec
+    if parsed.kind == "imagefolder" and parsed.arg:
+        return f"imagefolder:{resolve_path(parsed.arg).resolve()}"
+    return parsed.text.lower()
+
+
 def find_records(
     outputs_dir: str | os.PathLike[str] = "outputs",
     dataset: str | None = None,
@@ -179,10 +192,14 @@ def find_records(
 ) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
     """All readable records (optionally for one dataset/profile) and the unreadable ones.
 
+    Dataset specs are compared by what they name, so ``imagefolder:../x`` and
+    ``imagefolder:/abs/x`` match when they are the same folder.
+
     Returns:
         ``(records, problems)`` where ``problems`` lists ``(path, reason)``.
     """
     folder = resolve_path(outputs_dir) / "metrics"
+    wanted = _dataset_key(dataset) if dataset is not None else None
     records, problems = [], []
     for path in sorted(folder.glob("*.json")):
         try:
@@ -190,7 +207,7 @@ def find_records(
         except RecordError as exc:
             problems.append((path, str(exc)))
             continue
-        if dataset is not None and rec.dataset != dataset:
+        if wanted is not None and _dataset_key(rec.dataset) != wanted:
             continue
         if profile is not None and rec.profile != profile:
             continue
