@@ -188,7 +188,8 @@ class CifarSource(Source):
                         part = (np.asarray(batch[b"data"], dtype=np.uint8),
                                 np.asarray(batch[label_key], dtype=np.int64))
                         (train_parts if is_train else test_parts).append(part)
-        except (tarfile.TarError, pickle.UnpicklingError, EOFError, KeyError, OSError) as exc:
+        except (tarfile.TarError, pickle.UnpicklingError, EOFError, KeyError, OSError,
+                TypeError, ValueError) as exc:  # damaged bytes surface as any of these
             raise DatasetError(
                 f"{archive} is not a readable {kind} archive ({exc}). Delete it and run again "
                 "to download a fresh copy."
@@ -293,8 +294,8 @@ class ImageFolderSource(Source):
         path = self._paths[index]
         try:
             with Image.open(path) as img:
+                original = img.size  # before draft(), which shrinks a JPEG's reported size
                 img.draft("RGB", (size, size))  # fast JPEG downscale; no-op otherwise
-                original = img.size
                 img.load()
                 rgb = to_rgb(img)
                 return _resize(rgb, size), None, original
