@@ -57,10 +57,10 @@ def _query_nvidia_smi() -> tuple[str, float] | None:
         return None
     if not out:
         return None
-    name, mem = out.splitlines()[0].rsplit(",", 1)
     try:
+        name, mem = out.splitlines()[0].rsplit(",", 1)
         return name.strip(), float(mem) / 1024.0
-    except ValueError:
+    except ValueError:  # not "name, memory" (e.g. "No devices were found"): no usable GPU
         return None
 
 
