@@ -66,7 +66,13 @@ def read_classifier_info(model_dir: str | Path) -> ClassifierInfo:
             f"No {INFO_FILE} in {path.parent}: this is not a saved course model. "
             "Re-run the training notebook (02, 03 or 04) that writes it."
         )
-    return ClassifierInfo(**json.loads(path.read_text()))
+    try:
+        return ClassifierInfo(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # not JSON, or not the ClassifierInfo fields
+        raise ValueError(
+            f"{path} is not a valid {INFO_FILE} ({exc}). Re-run the training notebook that "
+            "wrote it."
+        ) from exc
 
 
 def load_classifier(model_dir: str | Path, device: str = "cpu") -> Classifier:
