@@ -156,6 +156,8 @@ class RunConfig:
     def __getattr__(self, key: str) -> Any:
         if key.startswith("__"):
             raise AttributeError(key)
+        if key == "model":  # the property raised: keep its message, not a generic one
+            raise AttributeError("No model settings: call nbutils.setup(..., model='name')")
         return Section(self.values, "config").__getattr__(key)
 
     @property
