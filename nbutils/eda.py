@@ -101,7 +101,7 @@ def plot_sizes(data: ImageData) -> Any:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     for split, s in data.splits.items():
         sizes = np.asarray(s.original_sizes)
-        if sizes.size == 0:
+        if s.original_sizes is None or sizes.size == 0:
             continue
         ax1.scatter(sizes[:, 0], sizes[:, 1], s=6, alpha=0.4, label=split)
         ax2.hist(sizes[:, 0] / np.maximum(sizes[:, 1], 1), bins=40, alpha=0.5, label=split)
