@@ -58,9 +58,21 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+# keys whose default is null but whose values have a type
+NULLABLE_TYPES: dict[str, type] = {"max_train_per_class": int, "max_test_per_class": int}
+
+
 def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
     """Return ``value`` if it fits the type of ``default`` (ints widen to floats)."""
-    if default is None or value is None:
+    if value is None:
+        return value
+    if default is None:
+        expected = NULLABLE_TYPES.get(key.rsplit(".", 1)[-1])
+        if expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+            raise ConfigError(
+                f"'{key}' in {source} must be {expected.__name__} or null, "
+                f"got {_type_name(value)} {value!r}"
+            )
         return value
     if isinstance(default, bool):
         ok = isinstance(value, bool)

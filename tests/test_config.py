@@ -304,3 +304,10 @@ def test_nested_section_access_on_a_mapping_value() -> None:
     assert section.outer.inner == 1
     with pytest.raises(AttributeError, match="x.outer has no key 'inne'"):
         _ = section.outer.inne
+
+
+def test_nullable_cap_must_be_an_int_or_null(cpu_only):
+    with pytest.raises(ConfigError, match=r"max_test_per_class.*int"):
+        load_config("cpu", hardware=cpu_only, max_test_per_class="lots")
+    cfg = load_config("cpu", hardware=cpu_only, max_test_per_class=7)
+    assert cfg.data.max_test_per_class == 7

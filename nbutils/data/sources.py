@@ -283,10 +283,11 @@ class ImageFolderSource(Source):
         )
 
     def fingerprint(self) -> str:
-        """Hash of every file's relative path and size."""
+        """Hash of every file's relative path, size and modification time."""
         digest = hashlib.sha1()
         for path, rel in zip(self._paths, self.ids, strict=True):
-            digest.update(f"{rel}:{path.stat().st_size};".encode())
+            stat = path.stat()
+            digest.update(f"{rel}:{stat.st_size}:{stat.st_mtime_ns};".encode())
         return f"{self.root}:{digest.hexdigest()}"
 
     def read(self, index: int, size: int) -> tuple[np.ndarray, None, tuple[int, int]]:
