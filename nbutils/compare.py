@@ -16,8 +16,8 @@ special case per framework:
   disk, training time, latency, throughput, peak memory), the ensemble of all
   models against the best single one, paired significance tests between every
   pair, and the images on which the models disagree.
-* :func:`write_comparison` writes ``outputs/comparison/``: CSV tables, figures and
-  a short ``report.md`` that reads without Jupyter.
+* :mod:`nbutils.compare_report` writes ``outputs/comparison/``: CSV tables,
+  figures and a short ``report.md`` that reads without Jupyter.
 
 The module itself imports no deep learning framework.
 """
@@ -25,12 +25,16 @@ The module itself imports no deep learning framework.
 from __future__ import annotations
 
 import gc
+import importlib
+import json
 import math
 import os
-import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -47,7 +51,7 @@ from .metrics import (
     expected_calibration_error,
     mcnemar_test,
 )
-from .paths import atomic_write, atomic_write_text, resolve_path
+from .paths import atomic_write_text, resolve_path
 from .records import RunRecord, find_records
 from .report import load_test_probabilities
 
@@ -73,12 +77,6 @@ __all__ = [
     "pairwise_significance",
     "disagreements",
     "build_comparison",
-    "markdown_table",
-    "main_table_markdown",
-    "frame_markdown",
-    "significance_markdown",
-    "render_report",
-    "write_comparison",
 ]
 
 # The training notebooks the comparison expects, by number prefix -> framework.
@@ -190,8 +188,10 @@ def _slug(spec: str) -> str | None:
         return None
 
 
-def _label(record: RunRecord, taken: set[str]) -> str:
-    label = f"{record.model} ({record.framework})"
+def _label(record: RunRecord, taken: set[str], width: int = 32) -> str:
+    """``<model> (<framework>)``, the model name cut to ``width`` characters."""
+    model = record.model if len(record.model) <= width else record.model[:width - 1] + "…"
+    label = f"{model} ({record.framework})"
     if label in taken:
         label = f"{label} [{record.notebook}]"
     return label
@@ -297,6 +297,7 @@ class SpeedResult:
     latency_p90_ms: float | None = None
     latency_repeats: int = 0
     throughput_ips: float | None = None
+    throughput_batches: int = 0
     batch_size: int = 0
     load_seconds: float | None = None
     reload_agreement: float | None = None
@@ -311,22 +312,28 @@ def dir_size_bytes(path: str | os.PathLike[str]) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
-def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 0) -> np.ndarray:
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 0,
+               budget_s: float | None = None, min_repeats: int = 3) -> np.ndarray:
     """Seconds per call of ``fn`` for ``repeats`` calls after ``warmup`` untimed calls.
 
     Warm-up calls absorb one-off costs (lazy initialisation, graph tracing, kernel
-    selection, caches) that would otherwise inflate the first timings.
+    selection, caches) that would otherwise inflate the first timings. With
+    ``budget_s``, timing stops early once the timed calls have taken that long (after
+    at least ``min_repeats`` calls), so a slow model cannot stall the notebook; the
+    length of the result says how many calls were timed.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     for _ in range(max(0, warmup)):
         fn()
-    times = np.empty(repeats, dtype=np.float64)
-    for i in range(repeats):
+    times: list[float] = []
+    for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        times[i] = time.perf_counter() - start
-    return times
+        times.append(time.perf_counter() - start)
+        if budget_s is not None and len(times) >= min_repeats and sum(times) > budget_s:
+            break
+    return np.asarray(times, dtype=np.float64)
 
 
 def _batch(images: np.ndarray, size: int) -> np.ndarray:
@@ -343,6 +350,7 @@ def measure_classifier(
     warmup_repeats: int,
     throughput_batches: int,
     reference_probs: np.ndarray | None = None,
+    budget_s: float | None = None,
 ) -> dict[str, float | None]:
     """Time one loaded classifier: batch-1 latency and throughput at ``batch_size``.
 
@@ -356,7 +364,9 @@ def measure_classifier(
         second from the median time of ``throughput_batches`` full batches), and
         ``reload_agreement``: the share of the batch on which the reloaded model
         predicts the same class as ``reference_probs`` (the run's stored test
-        probabilities of the same images), or ``None``.
+        probabilities of the same images), or ``None``. ``latency_repeats`` and
+        ``throughput_batches`` in the result are the numbers of calls timed, fewer
+        than asked when the timings of one kind exceed ``budget_s`` seconds.
     """
     if len(images) == 0:
         raise ValueError("need at least one test image to time the models")
@@ -374,10 +384,12 @@ def measure_classifier(
         i = next(counter) % n
         return clf.predict_proba(images[i:i + 1], batch_size=1)
 
-    lat = time_calls(one, latency_repeats, warmup_repeats)
+    lat = time_calls(one, latency_repeats, warmup_repeats, budget_s=budget_s)
     thr = time_calls(lambda: clf.predict_proba(batch, batch_size=batch_size),
-                     max(1, throughput_batches), warmup=0)
+                     max(1, throughput_batches), warmup=0, budget_s=budget_s, min_repeats=1)
     return {
+        "latency_repeats": len(lat),
+        "throughput_batches": len(thr),
         "latency_ms": float(np.median(lat) * 1e3),
         "latency_p90_ms": float(np.quantile(lat, 0.9) * 1e3),
         "throughput_ips": float(batch_size / np.median(thr)),
@@ -394,30 +406,45 @@ def measure_runs(
     latency_repeats: int = 50,
     warmup_repeats: int = 5,
     throughput_batches: int = 5,
-    loader: Callable[..., Any] | None = None,
+    budget_s: float | None = None,
+    isolate: bool = True,
+    loader: Callable[..., Any] | str | None = None,
     check_reload: bool = True,
+    timeout_s: float = 900.0,
     progress: bool = True,
 ) -> dict[str, SpeedResult]:
     """Reload and time every run's saved model, one at a time, with the same harness.
 
     Each model is loaded through ``loader`` (default
     :func:`nbutils.inference.load_classifier`, which imports only that model's
-    framework), measured on the same ``images``, then released before the next.
-    A model that cannot be found or loaded gets a :class:`SpeedResult` whose
+    framework) and measured by :func:`measure_classifier` on the same ``images``.
+    With ``isolate`` (the default) every model is measured in a fresh Python
+    process: frameworks then cannot disturb one another's timings (thread pools,
+    memory, GPU state left behind) or crash one another (importing PyTorch's
+    compiler stack after TensorFlow can segfault), and a model that crashes is
+    reported instead of stopping the notebook. ``loader`` is then ``None`` or a
+    ``"module:function"`` string; in-process (``isolate=False``) it may be any callable.
+
+    A model that cannot be found, loaded or run gets a :class:`SpeedResult` whose
     ``error`` says why; the others are still measured. With ``check_reload`` (pass
     it only when ``images`` are the runs' test images, in order), the reloaded
     model's predictions on the first batch are compared with the run's saved ones.
+    ``budget_s`` caps the seconds spent on each model's latency and throughput
+    timings (see :func:`time_calls`); ``timeout_s`` the whole of an isolated run.
     """
     from tqdm.auto import tqdm
 
-    if loader is None:
-        from .inference import load_classifier as loader
+    if isolate and callable(loader):
+        raise TypeError("with isolate=True, pass loader as a 'module:function' string")
+    settings = {"batch_size": batch_size, "latency_repeats": latency_repeats,
+                "warmup_repeats": warmup_repeats, "throughput_batches": throughput_batches,
+                "budget_s": budget_s}
+    images = np.ascontiguousarray(images)
     results: dict[str, SpeedResult] = {}
     bar = tqdm(runset.runs, desc="timing models", disable=not progress)
     for run in bar:
         bar.set_postfix_str(run.label)
-        res = SpeedResult(label=run.label, device=device, batch_size=batch_size,
-                          latency_repeats=latency_repeats)
+        res = SpeedResult(label=run.label, device=device, batch_size=batch_size)
         results[run.label] = res
         model_dir = run.record.artifacts.get("model")
         if not model_dir:
@@ -428,44 +455,125 @@ def measure_runs(
             res.error = f"model folder {folder} is missing; re-run {run.record.notebook}"
             continue
         res.size_mib = dir_size_bytes(folder) / 2 ** 20
-        clf = None
+        reference = run.probs if check_reload and len(images) == len(run.probs) else None
         try:
-            start = time.perf_counter()
-            clf = loader(folder, device=device)
-            res.load_seconds = time.perf_counter() - start
-            reference = run.probs if check_reload and len(images) == len(run.probs) else None
-            figures = measure_classifier(
-                clf, images, batch_size=batch_size, latency_repeats=latency_repeats,
-                warmup_repeats=warmup_repeats, throughput_batches=throughput_batches,
-                reference_probs=reference)
+            if isolate:
+                figures = _measure_isolated(folder, images, reference, settings, device,
+                                            loader, timeout_s)
+            else:
+                figures = _measure_here(folder, images, reference, settings, device, loader)
         except Exception as exc:  # noqa: BLE001 - one broken model must not stop the others
             res.error = f"could not load or run {folder.name}: {type(exc).__name__}: {exc}"
-        else:
-            res.latency_ms = figures["latency_ms"]
-            res.latency_p90_ms = figures["latency_p90_ms"]
-            res.throughput_ips = figures["throughput_ips"]
-            res.reload_agreement = figures["reload_agreement"]
-        finally:
-            del clf
-            gc.collect()
+            continue
+        res.load_seconds = figures["load_seconds"]
+        res.latency_ms = figures["latency_ms"]
+        res.latency_p90_ms = figures["latency_p90_ms"]
+        res.throughput_ips = figures["throughput_ips"]
+        res.reload_agreement = figures["reload_agreement"]
+        res.latency_repeats = int(figures["latency_repeats"])
+        res.throughput_batches = int(figures["throughput_batches"])
     return results
 
 
-def speed_summary(speed: Mapping[str, SpeedResult]) -> str:
-    """One line per model: size, load time, latency, throughput, reload check or error."""
+class MeasureError(RuntimeError):
+    """The process measuring one model failed; the message has its last words."""
+
+
+def _resolve_loader(loader: Callable[..., Any] | str | None) -> Callable[..., Any]:
+    if loader is None:
+        from .inference import load_classifier
+
+        return load_classifier
+    if callable(loader):
+        return loader
+    module, _, name = loader.partition(":")
+    if not module or not name:
+        raise ValueError(f"loader must look like 'module:function', got {loader!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def _measure_here(folder: Path, images: np.ndarray, reference: np.ndarray | None,
+                  settings: dict[str, Any], device: str,
+                  loader: Callable[..., Any] | str | None) -> dict[str, Any]:
+    """Load one model in this process, measure it, release it."""
+    load = _resolve_loader(loader)
+    start = time.perf_counter()
+    clf = load(folder, device=device)
+    load_seconds = time.perf_counter() - start
+    try:
+        figures = measure_classifier(clf, images, reference_probs=reference, **settings)
+    finally:
+        del clf
+        gc.collect()
+    return {**figures, "load_seconds": load_seconds}
+
+
+def _measure_isolated(folder: Path, images: np.ndarray, reference: np.ndarray | None,
+                      settings: dict[str, Any], device: str, loader: str | None,
+                      timeout_s: float) -> dict[str, Any]:
+    """Measure one model in a fresh ``python -m nbutils.compare JOB.json`` process."""
+    with tempfile.TemporaryDirectory(prefix="nbutils-measure-") as tmp:
+        work = Path(tmp)
+        np.save(work / "images.npy", images)
+        if reference is not None:
+            np.save(work / "reference.npy", reference)
+        job = {"model_dir": str(folder), "device": device, "settings": settings,
+               "loader": loader, "images": str(work / "images.npy"),
+               "reference": str(work / "reference.npy") if reference is not None else None,
+               "result": str(work / "result.json")}
+        (work / "job.json").write_text(json.dumps(job))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "nbutils.compare", str(work / "job.json")],
+                                  capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise MeasureError(f"measuring took longer than {timeout_s:.0f} s") from exc
+        if proc.returncode != 0:
+            raise MeasureError(_failure(proc.returncode, proc.stderr))
+        return json.loads((work / "result.json").read_text())
+
+
+def _failure(returncode: int, stderr: str) -> str:
+    """Why a measuring process failed: its exit status and the last line it printed."""
+    if returncode < 0:
+        try:
+            how = f"crashed with signal {-returncode} ({signal.Signals(-returncode).name})"
+        except ValueError:
+            how = f"crashed with signal {-returncode}"
+    else:
+        how = f"exited with status {returncode}"
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return f"the measuring process {how}" + (f": {lines[-1]}" if lines else "")
+
+
+def _worker(job_path: str) -> int:
+    """Entry point of the measuring process: read the job, measure, write the result."""
+    job = json.loads(Path(job_path).read_text())
+    images = np.load(job["images"])
+    reference = np.load(job["reference"]) if job["reference"] else None
+    figures = _measure_here(Path(job["model_dir"]), images, reference, job["settings"],
+                            job["device"], job["loader"])
+    atomic_write_text(job["result"], json.dumps(figures))
+    return 0
+
+
+def speed_summary(speed: Mapping[str, SpeedResult], width: int = 34) -> str:
+    """One line per model (label padded to ``width``): size, load time, latency,
+    throughput and the reload check, or why it was not measured."""
     if not speed:
         return "No models were timed."
     lines = []
     for label, sp in speed.items():
+        label = f"{label:<{width}}" if width else f"{label}:"
         if sp.error:
-            lines.append(f"{label:<34} not measured: {sp.error}")
+            lines.append(f"{label} not measured: {sp.error}")
             continue
         check = ("" if sp.reload_agreement is None
                  else f", reloaded model agrees with the record on {sp.reload_agreement:.0%}")
-        lines.append(f"{label:<34} {sp.size_mib:8.2f} MiB on disk, loaded in "
+        lines.append(f"{label} {sp.size_mib:.2f} MiB on disk, loaded in "
                      f"{sp.load_seconds:.1f} s; batch 1: {sp.latency_ms:.2f} ms median "
                      f"(p90 {sp.latency_p90_ms:.2f} ms, {sp.latency_repeats} calls); "
-                     f"batch {sp.batch_size}: {sp.throughput_ips:,.0f} images/s{check}")
+                     f"batch {sp.batch_size}: {sp.throughput_ips:,.0f} images/s "
+                     f"({sp.throughput_batches} batches){check}")
     return "\n".join(lines)
 
 
@@ -741,223 +849,5 @@ def build_comparison(
     )
 
 
-# --------------------------------------------------------------------------- report
-
-
-def _fmt(value: Any, kind: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if kind == "pct":
-        return f"{value:.1%}"
-    if kind == "int":
-        return f"{int(value):,}"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if abs(v) >= 100:
-            return f"{v:,.0f}"
-        return f"{v:.3f}" if abs(v) < 1 else f"{v:.1f}"
-    return str(value).replace("|", "\\|")
-
-
-def markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str],
-                   align: str | None = None) -> str:
-    """A GitHub-flavoured Markdown table; ``align`` is one of ``l``/``r`` per column."""
-    align = align or "l" + "r" * (len(header) - 1)
-    sep = ["---:" if a == "r" else ":---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-MAIN_COLUMNS: list[tuple[str, str, str]] = [
-    # (header, column, format)
-    ("accuracy [95% CI]", "accuracy", "acc"),
-    ("macro P", "macro_precision", ""),
-    ("macro R", "macro_recall", ""),
-    ("macro F1", "macro_f1", ""),
-    ("ECE", "ece", ""),
-    ("params", "params", "int"),
-    ("size MiB", "size_mib", ""),
-    ("train s", "train_s", ""),
-    ("latency ms (b=1)", "latency_ms", ""),
-    ("img/s (b={batch})", "throughput_ips", ""),
-    ("peak MiB host/dev", "peak", "peak"),
-]
-
-
-def main_table_markdown(table: Any, batch_size: int | str = "?") -> str:
-    """The headline table (one row per model) as Markdown."""
-    if not len(table):
-        return "*No runs to compare yet.*"
-    header = ["model"] + [h.format(batch=batch_size) for h, _, _ in MAIN_COLUMNS]
-    rows = []
-    for label, row in table.iterrows():
-        cells = [label]
-        for _, col, kind in MAIN_COLUMNS:
-            if kind == "acc":
-                cells.append(f"{row['accuracy']:.1%} [{row['acc_ci_low']:.1%}, "
-                             f"{row['acc_ci_high']:.1%}]")
-            elif kind == "peak":
-                cells.append(f"{_fmt(row['train_peak_host_mib'])} / "
-                             f"{_fmt(row['train_peak_device_mib'])}")
-            else:
-                cells.append(_fmt(row[col], kind))
-        rows.append(cells)
-    return markdown_table(rows, header)
-
-
-def frame_markdown(df: Any, kind: str = "") -> str:
-    """A models x columns DataFrame as Markdown (``kind="pct"`` for percentages)."""
-    if not len(df):
-        return "*No runs to compare yet.*"
-    rows = [[str(idx)] + [_fmt(v, kind) for v in row] for idx, row in zip(df.index, df.values,
-                                                                           strict=True)]
-    return markdown_table(rows, ["model"] + [str(c) for c in df.columns])
-
-
-def significance_markdown(pairwise: Any) -> str:
-    """The table of :func:`pairwise_significance` as Markdown."""
-    rows = []
-    for _, r in pairwise.iterrows():
-        rows.append([f"{r.model_a} − {r.model_b}", f"{r['diff']:+.1%}",
-                     f"[{r.ci_low:+.1%}, {r.ci_high:+.1%}]",
-                     f"{int(r.only_a_right)} / {int(r.only_b_right)}", f"{r.p_value:.3g}",
-                     "yes" if r.significant else "no"])
-    return markdown_table(rows, ["pair (a − b)", "accuracy diff", "95% bootstrap CI",
-                                 "only a / only b right", "McNemar p", "p < 0.05"])
-
-
-def render_report(comparison: Comparison, figures: Sequence[str] = ()) -> str:
-    """The Markdown report: setting, table, per-class errors, ensemble, tests, figures."""
-    rs = comparison.runset
-    st = comparison.settings
-    batch = st.get("batch_size", "?")
-    lines = [
-        "# Framework comparison",
-        "",
-        f"Dataset `{rs.dataset}` · profile `{rs.profile}` · {rs.n_test} test images · "
-        f"{len(rs.runs)} model(s). Generated by notebook 05 "
-        f"({time.strftime('%Y-%m-%d %H:%M')}).",
-        "",
-    ]
-    if rs.missing or rs.problems:
-        lines += ["## Missing or unreadable runs", ""]
-        lines += [f"- missing **{m.prefix}** ({m.framework}): `{m.command}`" for m in rs.missing]
-        lines += [f"- unreadable `{p.name}`: {why}" for p, why in rs.problems]
-        lines.append("")
-    if not rs.runs:
-        lines += ["No runs to compare yet: produce them with the commands above.", ""]
-        return "\n".join(lines)
-    device = st.get("device", "?")
-    lines += [
-        "## Results",
-        "",
-        main_table_markdown(comparison.table, batch),
-        "",
-        f"Accuracy, macro precision/recall/F1 and ECE ({st.get('ece_bins', '?')} bins) are "
-        "computed from each run's saved test probabilities. Latency (median of "
-        f"{st.get('latency_repeats', '?')} batch-1 calls after {st.get('warmup_repeats', '?')} "
-        f"warm-up calls) and throughput (median of {st.get('throughput_batches', '?')} batches of "
-        f"{batch}) were measured here with one harness on `{device}`, on the same test images, "
-        "from uint8 input to probabilities. Training time and peak memory come from the runs' "
-        "records (peak host RSS of the training process / peak GPU memory). For the ensemble, "
-        "parameters, size, training time and latency are sums over its members.",
-        "",
-    ]
-    errors = [f"- {label}: {sp.error}" for label, sp in comparison.speed.items() if sp.error]
-    if errors:
-        lines += ["Not measured:", "", *errors, ""]
-    lines += ["## Top-1 error per class", "", frame_markdown(comparison.per_class_error, "pct"),
-              ""]
-    if comparison.ensemble is not None:
-        lines += ["## Ensemble", "", comparison.ensemble.verdict(), ""]
-    if len(comparison.pairwise):
-        lines += [
-            "## Are the differences real?", "",
-            significance_markdown(comparison.pairwise), "",
-            f"Paired tests on the same {rs.n_test} images: McNemar's exact test uses only the "
-            "images where exactly one model is right; the bootstrap interval resamples the test "
-            f"images ({st.get('bootstrap_samples', '?')} resamples). An interval that contains 0 "
-            "means the test set cannot tell the two apart.", "",
-        ]
-    d = comparison.disagreement
-    if len(rs.runs) >= 2 and d["n_test"]:
-        lines += [
-            "## Where the models disagree", "",
-            f"All models agree on {d['all_agree']} of {d['n_test']} images "
-            f"({d['all_agree_right']} right, {d['all_agree_wrong']} wrong); they disagree on "
-            f"{d['disagree']}, and on {d['some_right']} of those at least one model is right. "
-            f"An oracle that picked the right model per image would reach "
-            f"{d['oracle_accuracy']:.1%}.", "",
-        ]
-    if figures:
-        lines += ["## Figures", ""]
-        lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_comparison(
-    comparison: Comparison,
-    out_dir: str | os.PathLike[str],
-    figures: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write ``table.csv``, ``per_class_f1.csv``, ``per_class_error.csv``,
-    ``significance.csv``, ``disagreements.csv``, the figures (``<name>.png``) and
-    ``report.md`` into ``out_dir``; returns the report's path.
-
-    The folder is built beside ``out_dir`` and swapped into place at the end, so an
-    interrupted run leaves the previous comparison whole and no stale files survive.
-    """
-    from .plots import save_figure
-
-    target = resolve_path(out_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        _write_csv(tmp / "table.csv", comparison.table)
-        _write_csv(tmp / "per_class_f1.csv", comparison.per_class_f1)
-        _write_csv(tmp / "per_class_error.csv", comparison.per_class_error)
-        _write_csv(tmp / "significance.csv", comparison.pairwise, index=False)
-        _write_disagreements(tmp / "disagreements.csv", comparison)
-        names = []
-        for name, fig in (figures or {}).items():
-            if fig is not None:
-                names.append(save_figure(fig, tmp / f"{name}.png").name)
-        atomic_write_text(tmp / "report.md", render_report(comparison, names))
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / target.name)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target / "report.md"
-
-
-def _write_csv(path: Path, df: Any, index: bool = True) -> None:
-    with atomic_write(path, "w") as handle:
-        df.to_csv(handle, index=index, float_format="%.6g")
-
-
-def _write_disagreements(path: Path, comparison: Comparison) -> None:
-    import pandas as pd
-
-    rs, d = comparison.runset, comparison.disagreement
-    rows = []
-    for i in d["indices"]:
-        row = {"test_index": int(i), "image_id": rs.runs[0].ids[i] if rs.runs[0].ids else "",
-               "true": rs.class_names[rs.labels[i]]}
-        for k, run in enumerate(rs.runs):
-            row[run.label] = rs.class_names[d["preds"][k, i]]
-        rows.append(row)
-    _write_csv(path, pd.DataFrame(rows, columns=["test_index", "image_id", "true",
-                                                 *[r.label for r in rs.runs]]), index=False)
-
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1]))

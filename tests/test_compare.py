@@ -1,4 +1,7 @@
-"""Tests of notebook 05's comparison: loading, metrics, timing harness, table and report."""
+"""Tests of notebook 05's comparison: loading, metrics, timing harness, table and report.
+
+Covers ``nbutils.compare``, ``nbutils.compare_plots`` and ``nbutils.compare_report``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import pytest
 
 from nbutils import compare
 from nbutils import compare_plots as cplots
+from nbutils import compare_report as creport
 from nbutils.inference import FRAMEWORK_MODULES, ClassifierInfo, write_classifier_info
 from nbutils.metrics import classification_metrics, expected_calibration_error
 from nbutils.records import RunRecord, write_record
@@ -167,7 +171,7 @@ def test_missing_runs_name_the_command(tmp_path):
     assert "MISSING 04 (huggingface)" in text
     assert "python -m nbutils.run --profile smoke --dataset shapes --only 04" in text
     assert "fewer than two runs" in text
-    report = compare.render_report(compare.build_comparison(rs))
+    report = creport.render_report(compare.build_comparison(rs))
     assert "`python -m nbutils.run --profile smoke --dataset shapes --only 03`" in report
 
 
@@ -177,7 +181,7 @@ def test_no_runs_at_all(tmp_path):
     comp = compare.build_comparison(rs)
     assert comp.ensemble is None and len(comp.table) == 0 and len(comp.pairwise) == 0
     assert cplots.comparison_figures(comp) == {}
-    report = compare.write_comparison(comp, tmp_path / "cmp")
+    report = creport.write_comparison(comp, tmp_path / "cmp")
     text = report.read_text()
     assert "No runs to compare yet" in text and "--only 02" in text
 
@@ -320,6 +324,16 @@ def test_time_calls_warms_up_then_times():
         compare.time_calls(lambda: None, repeats=0)
 
 
+def test_time_calls_stops_at_the_budget():
+    import time
+
+    times = compare.time_calls(lambda: time.sleep(0.01), repeats=100, budget_s=0.015)
+    assert len(times) == 3  # at least min_repeats, then the budget is spent
+    times = compare.time_calls(lambda: time.sleep(0.01), repeats=100, budget_s=0.0,
+                               min_repeats=1)
+    assert len(times) == 1
+
+
 def test_measure_classifier_uses_batch_one_and_full_batches():
     info = ClassifierInfo("numpy", "m", CLASSES, 8, [0.5] * 3, [0.25] * 3)
     clf = FakeClassifier(info)
@@ -332,6 +346,7 @@ def test_measure_classifier_uses_batch_one_and_full_batches():
     assert out["reload_agreement"] == 1.0
     assert out["latency_ms"] > 0 and out["latency_p90_ms"] >= out["latency_ms"]
     assert out["throughput_ips"] > 0
+    assert (out["latency_repeats"], out["throughput_batches"]) == (6, 3)
     with pytest.raises(ValueError, match="at least one"):
         compare.measure_classifier(clf, images[:0], batch_size=2, latency_repeats=1,
                                    warmup_repeats=0, throughput_batches=1)
@@ -346,7 +361,8 @@ def test_measure_runs_reports_broken_models_and_measures_the_rest(tmp_path, fake
     save_run(outputs, "04_hf_transfer", fake_probs(images), labels, with_model=False)
     rs = compare.load_runs(outputs, DATASET, PROFILE)
     speed = compare.measure_runs(rs, images, batch_size=4, latency_repeats=3, warmup_repeats=1,
-                                 throughput_batches=2, progress=False)
+                                 throughput_batches=2, isolate=False,
+                                 progress=False)
     ok, broken, none = (speed[r.label] for r in rs.runs)
     assert ok.error is None and ok.latency_ms > 0 and ok.reload_agreement == 1.0
     assert ok.size_mib == pytest.approx(
@@ -354,7 +370,58 @@ def test_measure_runs_reports_broken_models_and_measures_the_rest(tmp_path, fake
         / 2 ** 20)
     assert "weights are corrupt" in broken.error and broken.latency_ms is None
     assert "saved no model folder" in none.error
+    summary = compare.speed_summary(speed)
+    assert "not measured: could not load or run" in summary
+    assert "agrees with the record on 100%" in summary
+    assert compare.speed_summary({}) == "No models were timed."
     assert len(fake_framework) == 1  # the broken one never returned a model
+
+
+FAKE_LOADER = """
+import os, signal
+import numpy as np
+
+
+class Clf:
+    def predict_proba(self, images, batch_size=64):
+        v = images[:, 0, 0, 0].astype(float) / 255.0
+        centres = (np.arange(3) + 0.5) / 3
+        logits = -50.0 * (v[:, None] - centres[None, :]) ** 2
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+
+def load(model_dir, device="cpu"):
+    if "crash" in str(model_dir):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if "broken" in str(model_dir):
+        raise RuntimeError("weights are corrupt")
+    return Clf()
+"""
+
+
+def test_isolated_measurement_survives_crashes(tmp_path, monkeypatch):
+    (tmp_path / "fake_loader_mod.py").write_text(FAKE_LOADER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    outputs = tmp_path / "outputs"
+    images = make_images(10)
+    labels = fake_probs(images).argmax(1)
+    runs = [save_run(outputs, nb, fake_probs(images), labels)
+            for nb in ("02_ok", "03_crash", "04_broken")]
+    rs = compare.load_runs(outputs, DATASET, PROFILE)
+    assert [r.record.notebook for r in rs.runs] == [r.notebook for r in runs]
+    speed = compare.measure_runs(rs, images, batch_size=4, latency_repeats=3, warmup_repeats=1,
+                                 throughput_batches=2, loader="fake_loader_mod:load",
+                                 progress=False)
+    ok, crash, broken = (speed[r.label] for r in rs.runs)
+    assert ok.error is None and ok.latency_repeats == 3 and ok.reload_agreement == 1.0
+    assert ok.load_seconds is not None and ok.throughput_ips > 0
+    assert "crashed with signal 11 (SIGSEGV)" in crash.error
+    assert "exited with status 1: RuntimeError: weights are corrupt" in broken.error
+    with pytest.raises(TypeError, match="module:function"):
+        compare.measure_runs(rs, images, loader=lambda *a, **k: None)
+    bad = compare.measure_runs(rs, images, loader="no-colon", isolate=False, progress=False)
+    assert all("module:function" in s.error for s in bad.values())
 
 
 # --------------------------------------------------------------------------- table & report
@@ -365,7 +432,8 @@ def test_table_report_and_figures_on_fake_records(three_runs, fake_framework, tm
     rs = compare.load_runs(outputs, DATASET, PROFILE)
     assert len(rs.runs) == 3 and rs.missing == [] and rs.problems == []
     speed = compare.measure_runs(rs, images, batch_size=8, latency_repeats=3, warmup_repeats=1,
-                                 throughput_batches=2, progress=False)
+                                 throughput_batches=2, isolate=False,
+                                 progress=False)
     assert all(s.reload_agreement == 1.0 for s in speed.values())
     comp = compare.build_comparison(rs, speed, ece_bins=10, n_boot=200, n_disagreements=8,
                                     settings={"batch_size": 8, "device": "cpu"})
@@ -389,7 +457,7 @@ def test_table_report_and_figures_on_fake_records(three_runs, fake_framework, tm
     target = tmp_path / "comparison"
     target.mkdir()
     (target / "stale.png").write_bytes(b"old")
-    report = compare.write_comparison(comp, target, figures)
+    report = creport.write_comparison(comp, target, figures)
     plt.close("all")
     assert not (target / "stale.png").exists()
     names = {p.name for p in target.iterdir()}
@@ -401,6 +469,7 @@ def test_table_report_and_figures_on_fake_records(three_runs, fake_framework, tm
         assert f"| {run.label} |" in text
     assert "accuracy [95% CI]" in text and "img/s (b=8)" in text
     assert "80.0% [" in text  # the first model's accuracy, 24 of 30
+    assert "Timing details:" in text and "(2 batches)" in text
     assert "## Ensemble" in text and "McNemar p" in text and "![reliability](reliability.png)" in text
     csv = (target / "table.csv").read_text().splitlines()
     assert csv[0].startswith("model,framework,notebook,accuracy") and len(csv) == 5
@@ -421,9 +490,9 @@ def test_plots_handle_missing_values():
 
 
 def test_markdown_table_and_formatting():
-    text = compare.markdown_table([["x", 1.5, "a|b"]], ["model", "v", "w"])
+    text = creport.markdown_table([["x", 1.5, "a|b"]], ["model", "v", "w"])
     assert text.splitlines()[1] == "| :--- | ---: | ---: |"
-    assert compare._fmt(None) == "–" and compare._fmt(float("nan")) == "–"
-    assert compare._fmt(0.1234) == "0.123" and compare._fmt(12345.6) == "12,346"
-    assert compare._fmt(3, "int") == "3" and compare._fmt(0.5, "pct") == "50.0%"
-    assert compare._fmt("a|b") == "a\\|b" and compare._fmt(True) == "yes"
+    assert creport._fmt(None) == "–" and creport._fmt(float("nan")) == "–"
+    assert creport._fmt(0.1234) == "0.123" and creport._fmt(12345.6) == "12,346"
+    assert creport._fmt(3, "int") == "3" and creport._fmt(0.5, "pct") == "50.0%"
+    assert creport._fmt("a|b") == "a\\|b" and creport._fmt(True) == "yes"

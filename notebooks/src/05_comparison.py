@@ -44,6 +44,7 @@ from IPython.display import Markdown, display
 import nbutils
 from nbutils import compare
 from nbutils import compare_plots as cplots
+from nbutils import compare_report as creport
 from nbutils.data import load_for
 
 cfg = nbutils.setup(profile, model="comparison", dataset=dataset, measure_speed=measure_speed,
@@ -110,13 +111,20 @@ for acc in (0.5, 0.8, 0.95):
 # Each call goes through `predict_proba` on uint8 images, so the times include each
 # model's own resizing and normalisation: that is part of what it costs to use. The
 # first batch also checks that the reloaded model predicts what the record says.
+#
+# Each model is measured in a **fresh Python process** (`isolate: true`), one after the
+# other: a framework's thread pools and memory cannot slow down the next model, and the
+# frameworks cannot clash inside one process (importing PyTorch's compiler stack after
+# TensorFlow can crash it). Nothing else should run on the machine meanwhile: on a
+# busy machine the timings say more about the neighbours than about the models.
 
 # %%
 if settings.measure_speed and runs.runs:
     speed = compare.measure_runs(
         runs, data.test.images, device=cfg.device, batch_size=settings.batch_size,
         latency_repeats=settings.latency_repeats, warmup_repeats=settings.warmup_repeats,
-        throughput_batches=settings.throughput_batches, check_reload=same_images)
+        throughput_batches=settings.throughput_batches, budget_s=settings.time_budget_s,
+        isolate=settings.isolate, check_reload=same_images)
 else:
     speed = {}
 print(compare.speed_summary(speed))
@@ -146,7 +154,7 @@ comparison = compare.build_comparison(
     runs, speed, ece_bins=settings.ece_bins, n_boot=settings.bootstrap_samples, seed=cfg.seed,
     n_disagreements=settings.n_disagreements,
     settings={**settings.to_dict(), "device": cfg.device})
-display(Markdown(compare.main_table_markdown(comparison.table, settings.batch_size)))
+display(Markdown(creport.main_table_markdown(comparison.table, settings.batch_size)))
 
 # %% [markdown]
 # Accuracy is one number over all classes; the **top-1 error per class** (1 − recall)
@@ -154,7 +162,7 @@ display(Markdown(compare.main_table_markdown(comparison.table, settings.batch_si
 # (or mislabelled); a class only one model gets wrong points to that model.
 
 # %%
-display(Markdown(compare.frame_markdown(comparison.per_class_error, "pct")))
+display(Markdown(creport.frame_markdown(comparison.per_class_error, "pct")))
 
 # %% [markdown]
 # ## 5 · Figures
@@ -218,7 +226,7 @@ else:
 # results with care, and prefer a bigger test set to more tests.
 
 # %%
-display(Markdown(compare.significance_markdown(comparison.pairwise)
+display(Markdown(creport.significance_markdown(comparison.pairwise)
                  if len(comparison.pairwise) else "Nothing to test: fewer than two runs."))
 
 # %% [markdown]
@@ -248,7 +256,7 @@ if same_images:
 # swapped in at the end, so an interrupted run never leaves half a report.
 
 # %%
-report = compare.write_comparison(comparison, cfg.outputs_dir / "comparison", figures)
+report = creport.write_comparison(comparison, cfg.outputs_dir / "comparison", figures)
 print(f"wrote {report.parent}:", ", ".join(sorted(p.name for p in report.parent.iterdir())))
 
 # %% [markdown]
