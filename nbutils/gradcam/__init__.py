@@ -1,0 +1,161 @@
+"""Grad-CAM for the course's three frameworks behind one call.
+
+    from nbutils.gradcam import gradcam
+    result = gradcam(classifier, images)           # a reloaded course model, uint8 images
+    result.maps                                    # (N, H, W) in [0, 1], on the images' grid
+
+``model`` may be a reloaded course classifier (``nbutils.inference.load_classifier``:
+its ``info`` gives the input size and standardisation) or a native model: a
+PyTorch ``nn.Module``, a ``keras.Model`` or a Hugging Face ``PreTrainedModel``.
+The backend is picked from the model's type without importing the other
+frameworks. Images are uint8 (N, H, W, 3) pixels, prepared the way the model
+expects (resized to ``info.image_size``, standardised, or left raw for Keras
+models that rescale inside), or an already prepared float batch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .core import METHODS, CAMResult, compute_cam, normalize_maps, resize_bilinear, resolve_targets
+
+__all__ = ["METHODS", "CAMResult", "gradcam", "framework_of", "unwrap", "default_target_layer",
+           "candidate_layers", "randomized_copy", "prepare_inputs"]
+
+_BACKENDS = {"pytorch": "nbutils.gradcam.torch_backend", "keras": "nbutils.gradcam.keras_backend",
+             "huggingface": "nbutils.gradcam.hf_backend"}
+
+
+def framework_of(model: Any) -> str:
+    """``pytorch``, ``keras`` or ``huggingface``, read from the class hierarchy (no imports)."""
+    modules = [cls.__module__ for cls in type(model).__mro__]
+    if any(m.startswith("transformers.") for m in modules):
+        return "huggingface"
+    if any(m.startswith(("keras.", "keras", "tf_keras.")) for m in modules):
+        return "keras"
+    if any(m.startswith("torch.nn") for m in modules):
+        return "pytorch"
+    raise TypeError(f"Grad-CAM supports torch nn.Module, keras.Model and Hugging Face models; "
+                    f"got {type(model).__name__}. Pass the native model or a reloaded course "
+                    "classifier (nbutils.inference.load_classifier).")
+
+
+def unwrap(model: Any, info: Any = None) -> tuple[Any, Any]:
+    """``(native model, info)`` from a reloaded classifier or a native model."""
+    if hasattr(model, "predict_proba") and hasattr(model, "model") and hasattr(model, "info"):
+        return model.model, info if info is not None else model.info
+    return model, info
+
+
+def _backend(framework: str) -> ModuleType:
+    return importlib.import_module(_BACKENDS[framework])
+
+
+def prepare_inputs(model: Any, images: Any, info: Any = None) -> Any:
+    """Images in the model's own input convention (a torch tensor or a float numpy array)."""
+    native, info = unwrap(model, info)
+    return _backend(framework_of(native)).prepare(native, images, info)
+
+
+def _probe(model: Any, images: Any, info: Any) -> Any:
+    """One prepared image (from ``images`` or a grey one of ``info.image_size``)."""
+    if images is None:
+        size = int(getattr(info, "image_size", 32) or 32)
+        images = np.full((1, size, size, 3), 128, np.uint8)
+    return prepare_inputs(model, images[:1], info)
+
+
+def default_target_layer(model: Any, images: Any = None, info: Any = None) -> str:
+    """The layer :func:`gradcam` explains when ``target_layer`` is ``None``."""
+    native, info = unwrap(model, info)
+    return _backend(framework_of(native)).default_layer(native, _probe(native, images, info))
+
+
+def candidate_layers(model: Any, images: Any = None, info: Any = None) -> list:
+    """Target layers to choose from, shallow to deep (``LayerInfo(name, kind, shape)``)."""
+    native, info = unwrap(model, info)
+    return _backend(framework_of(native)).candidate_layers(native, _probe(native, images, info))
+
+
+def randomized_copy(model: Any, seed: int = 0) -> Any:
+    """A copy of the native model with its weights re-initialised (for the sanity check)."""
+    native, _info = unwrap(model)
+    return _backend(framework_of(native)).randomized_copy(native, seed)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def gradcam(
+    model: Any,
+    images: Any,
+    target_layer: str | None = None,
+    target_class: int | np.ndarray | list[int] | None = None,
+    method: str = "gradcam",
+    *,
+    info: Any = None,
+    batch_size: int = 32,
+    output_size: tuple[int, int] | None = None,
+    progress: bool = False,
+) -> CAMResult:
+    """Grad-CAM (or Grad-CAM++) maps for a batch of images.
+
+    Args:
+        model: a reloaded course classifier or a native torch / Keras / Hugging Face model.
+        images: uint8 (N, H, W, 3) pixels, or a batch already in the model's input
+            convention (torch NCHW tensor, float NHWC array).
+        target_layer: layer name (``named_modules()`` name for torch and Hugging Face,
+            ``layer.name`` for Keras); ``None`` picks :func:`default_target_layer`.
+        target_class: ``None`` explains each image's predicted class; an int or one
+            class per image explains those.
+        method: ``"gradcam"`` or ``"gradcam++"``.
+        info: a :class:`~nbutils.inference.ClassifierInfo` (image size, mean, std);
+            taken from the classifier when ``model`` is one.
+        batch_size: images per forward/backward pass.
+        output_size: (H, W) of the returned maps; defaults to the images' size.
+        progress: show a progress bar over batches.
+
+    Returns:
+        A :class:`~nbutils.gradcam.core.CAMResult`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown Grad-CAM method {method!r}; use one of {METHODS}")
+    native, info = unwrap(model, info)
+    fw = framework_of(native)
+    backend = _backend(fw)
+    n = len(images)
+    if n == 0:
+        raise ValueError("gradcam() needs at least one image")
+    classes = resolve_targets(target_class, n)
+    is_pixels = isinstance(images, np.ndarray) and images.dtype == np.uint8
+    layer = target_layer or default_target_layer(native, images[:1], info)
+
+    from tqdm.auto import tqdm
+
+    raws, logits_all, classes_all = [], [], []
+    starts = range(0, n, batch_size)
+    for start in tqdm(starts, desc=f"Grad-CAM ({fw})", disable=not progress, leave=False):
+        x = prepare_inputs(native, images[start:start + batch_size], info)
+        cls = None if classes is None else classes[start:start + batch_size]
+        act, grad, logits, used = backend.forward_backward(native, x, layer, cls)
+        raws.append(compute_cam(act, grad, method))
+        logits_all.append(logits)
+        classes_all.append(used)
+    raw = np.concatenate(raws)
+    if output_size is None:
+        if is_pixels:
+            output_size = tuple(images.shape[1:3])
+        else:  # prepared input: NCHW tensor (torch, HF) or NHWC array (Keras)
+            output_size = (tuple(images.shape[1:3]) if fw == "keras"
+                           else tuple(images.shape[-2:]))
+    maps = normalize_maps(resize_bilinear(raw, output_size))
+    return CAMResult(maps=maps, raw=raw, class_idx=np.concatenate(classes_all),
+                     probs=_softmax(np.concatenate(logits_all).astype(np.float64)),
+                     layer=layer, method=method, framework=fw)
