@@ -192,10 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     if profile not in available_profiles():
         parser.error(f"unknown profile '{profile}' (have: {', '.join(available_profiles())})")
     only = args.only.split(",") if args.only else None
+    started = time.time()
     results = run_notebooks(profile, args.dataset, only, parse_parameters(args.param),
                             kernel=args.kernel, keep_going=args.keep_going)
     print()
     print(format_summary(results))
+    from .gradcam.runs import recent_records_summary
+
+    gradcam = recent_records_summary(project_root() / "outputs", since=started)
+    if gradcam:
+        print(f"\n{gradcam}")
     failures = [r for r in results if r.status == "failed"]
     for r in failures:
         print(f"\nFAILED: {r.error}\n  see {r.output}")

@@ -78,7 +78,7 @@ class Gate(nn.Module):
 
 
 def quadrant_cnn(classes: int = 2) -> nn.Module:
-    """conv -> ReLU(inplace) -> conv -> ReLU -> gate, global pooling, linear with positive class 0."""
+    """conv, ReLU(inplace), conv, ReLU, gate; global pooling; linear, class 0 weights positive."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True),
@@ -650,13 +650,20 @@ def test_evaluate_model_and_record(shapes_cnn, tmp_path: Path) -> None:
     assert 0 <= d["accuracy_on_scored_images"] <= 1
     with pytest.raises(TypeError, match="predict_proba"):
         ge.evaluate_model(clf.model, images, data.test.labels[:24], data.test.masks[:24])
-    path = runs.write_record(tmp_path, "shapes", "smoke", {"cnn": d}, settings={"method": "gradcam"})
+    path = runs.write_record(tmp_path, "shapes", "smoke", {"cnn": d},
+                             settings={"method": "gradcam"})
     assert path == tmp_path / "gradcam" / "shapes__smoke.json"
     back = runs.read_record(path)
     assert back["models"]["cnn"]["localisation"] == d["localisation"]
     table = runs.format_summary(back["models"])
     assert "cnn" in table and f"{d['localisation']['pointing_game']:.3f}" in table
     assert not list((tmp_path / "gradcam").glob(".*tmp"))  # written atomically
+    summary = runs.recent_records_summary(tmp_path)
+    assert "shapes / smoke" in summary and "cnn" in summary
+    assert runs.recent_records_summary(tmp_path, since=path.stat().st_mtime + 10) == ""
+    assert runs.recent_records_summary(tmp_path / "nothing") == ""
+    (tmp_path / "gradcam" / "broken.json").write_text("{}")
+    assert "unreadable" in runs.recent_records_summary(tmp_path)
     (tmp_path / "bad.json").write_text(json.dumps({"schema": "other"}))
     with pytest.raises(ValueError, match="not a gradcam/1 record"):
         runs.read_record(tmp_path / "bad.json")
@@ -751,8 +758,8 @@ def test_explorer_static_and_batch_detection(monkeypatch: pytest.MonkeyPatch, ca
     labels = np.array([0, 1, 0])
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda fig: shown.append(fig))
-    out = gx.explorer({"m": model}, images, labels, ["a", "b"], masks=np.stack([quadrant_mask()] * 3),
-                      n_static=2)
+    out = gx.explorer({"m": model}, images, labels, ["a", "b"],
+                      masks=np.stack([quadrant_mask()] * 3), n_static=2)
     assert out is None and len(shown) == 2
     assert "Static view" in capsys.readouterr().out
 

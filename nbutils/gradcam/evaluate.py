@@ -148,7 +148,8 @@ class RandomizationResult:
         """Plain numbers for a JSON record."""
         def r(v: float) -> float | None:
             return round(v, 4) if np.isfinite(v) else None
-        return {"rank_correlation_mean": r(self.mean), "rank_correlation_abs_mean": r(self.mean_abs),
+        return {"rank_correlation_mean": r(self.mean),
+                "rank_correlation_abs_mean": r(self.mean_abs),
                 "rank_correlation_median": r(float(np.nanmedian(self.rho)))
                 if np.isfinite(self.rho).any() else None,
                 "n_constant_maps": self.n_constant, "n_images": len(self.rho)}

@@ -112,14 +112,15 @@ def explain_panel(models: Mapping[str, Any], image: np.ndarray, label: int,
 
 def _static(models: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
             class_names: Sequence[str], masks: np.ndarray | None, method: str,
-            n_static: int) -> None:
+            n_static: int, layers: Mapping[str, str | None] | None) -> None:
     from IPython.display import display
 
     print("Static view (batch run or no ipywidgets): open the notebook in JupyterLab for the "
           "interactive explorer.")
     for i in range(min(n_static, len(images))):
         fig = explain_panel(models, images[i], int(labels[i]), class_names,
-                            None if masks is None else masks[i], method=method)
+                            None if masks is None else masks[i], layers=layers,
+                            method=method)
         display(fig)
         plt.close(fig)
 
@@ -127,6 +128,7 @@ def _static(models: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
 def explorer(models: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
              class_names: Sequence[str], masks: np.ndarray | None = None,
              layer_choices: Mapping[str, Sequence[str]] | None = None,
+             layers: Mapping[str, str | None] | None = None,
              method: str = "gradcam", interactive: bool = True, n_static: int = 2) -> Any:
     """Pick an image, a model, a layer, a class and a method; see the map.
 
@@ -135,6 +137,7 @@ def explorer(models: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
         images, labels, masks: the images to browse (uint8 NHWC), their classes and masks.
         class_names: names of the classes.
         layer_choices: label -> layer names offered (default: each model's candidates).
+        layers: label -> the layer shown first (default: each model's default layer).
         method: the initial method.
         interactive: ``False`` always draws static figures.
         n_static: images drawn in the static fallback.
@@ -143,7 +146,7 @@ def explorer(models: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
         The ipywidgets container, or ``None`` when static figures were drawn.
     """
     if not (interactive and widgets_available() and not batch_execution()):
-        _static(models, images, labels, class_names, masks, method, n_static)
+        _static(models, images, labels, class_names, masks, method, n_static, layers)
         return None
 
     import ipywidgets as widgets
@@ -153,27 +156,28 @@ def explorer(models: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
 
     names = list(models)
     choices: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
     for name in names:
+        first[name] = (layers or {}).get(name) or default_target_layer(models[name], images[:1])
         if layer_choices and name in layer_choices:
             choices[name] = list(layer_choices[name])
         else:
-            default = default_target_layer(models[name], images[:1])
-            found = [c.name for c in candidate_layers(models[name], images[:1])]
-            choices[name] = found if default in found else [*found, default]
+            choices[name] = [c.name for c in candidate_layers(models[name], images[:1])]
+        if first[name] not in choices[name]:
+            choices[name].append(first[name])
     image_w = widgets.IntSlider(0, 0, len(images) - 1, description="image")
     model_w = widgets.Dropdown(options=names, description="model")
-    layer_w = widgets.Dropdown(options=choices[names[0]], value=choices[names[0]][-1],
-                         description="layer")
-    class_w = widgets.Dropdown(options=[("predicted", -1)] + [(c, i) for i, c in enumerate(class_names)],
-                         value=-1, description="class")
+    layer_w = widgets.Dropdown(options=choices[names[0]], value=first[names[0]],
+                               description="layer")
+    classes = [("predicted", -1)] + [(c, i) for i, c in enumerate(class_names)]
+    class_w = widgets.Dropdown(options=classes, value=-1, description="class")
     method_w = widgets.ToggleButtons(options=["gradcam", "gradcam++"], value=method,
-                               description="method")
+                                     description="method")
     out = widgets.Output()
 
     def on_model(change: Any) -> None:
-        options = choices[change["new"]]
-        layer_w.options = options
-        layer_w.value = options[-1]
+        layer_w.options = choices[change["new"]]
+        layer_w.value = first[change["new"]]
 
     def draw(_change: Any = None) -> None:
         i = image_w.value
@@ -202,7 +206,8 @@ def explorer(models: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
     model_w.observe(on_model, names="value")
     for w in (image_w, model_w, layer_w, class_w, method_w):
         w.observe(draw, names="value")
-    ui = widgets.VBox([widgets.HBox([image_w, model_w]), widgets.HBox([layer_w, class_w]), method_w, out])
+    ui = widgets.VBox([widgets.HBox([image_w, model_w]), widgets.HBox([layer_w, class_w]),
+                       method_w, out])
     display(ui)
     draw()
     return ui

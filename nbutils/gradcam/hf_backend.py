@@ -25,7 +25,8 @@ from torch import nn
 
 from . import torch_backend as tb
 
-__all__ = ["prepare", "prepare_inputs", "interpolation_of", "forward_fn", "is_token_model", "patch_size", "tokens_to_grid",
+__all__ = ["prepare", "prepare_inputs", "interpolation_of", "forward_fn", "is_token_model",
+           "patch_size", "tokens_to_grid",
            "default_layer", "candidate_layers", "forward_backward", "randomized_copy"]
 
 _DEFAULT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

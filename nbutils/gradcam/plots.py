@@ -211,7 +211,8 @@ def plot_deletion(curves: Mapping[str, Any], title: str = "") -> plt.Figure:
                              squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
         d = curves[name]
-        ax.plot(d.fractions, d.saliency, "-o", ms=3, label=f"Grad-CAM order (AUC {d.auc_saliency:.2f})")
+        ax.plot(d.fractions, d.saliency, "-o", ms=3,
+                label=f"Grad-CAM order (AUC {d.auc_saliency:.2f})")
         ax.plot(d.fractions, d.random, "-s", ms=3, label=f"random order (AUC {d.auc_random:.2f})")
         ax.set_xlabel("share of pixels removed")
         ax.set_ylabel("probability of the class")

@@ -20,7 +20,7 @@ from ..paths import atomic_write_text, resolve_path
 
 __all__ = ["TRAINING_NOTEBOOKS", "TrainedModel", "ModelSet", "find_trained_models", "load_models",
            "produce_command", "record_path", "write_record", "read_record", "format_summary",
-           "RECORD_SCHEMA"]
+           "recent_records_summary", "RECORD_SCHEMA"]
 
 # notebook prefix -> (framework, display label)
 TRAINING_NOTEBOOKS = {"02": ("pytorch", "PyTorch"), "03": ("keras", "Keras"),
@@ -203,3 +203,22 @@ def format_summary(models: dict[str, dict[str, Any]]) -> str:
                      f"{num(dele.get('auc_saliency')):>9} {num(dele.get('auc_random')):>7}  "
                      f"{m.get('layer', '')}")
     return "\n".join(lines)
+
+
+def recent_records_summary(outputs_dir: str | Path, since: float = 0.0) -> str:
+    """Pointing game (and the other checks) per model of the Grad-CAM records written since
+    ``since`` (a ``time.time()``), for the course runner's closing summary; ``""`` if none."""
+    folder = resolve_path(outputs_dir) / "gradcam"
+    blocks = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.stat().st_mtime < since:
+            continue
+        try:
+            data = read_record(path)
+        except (ValueError, OSError) as exc:
+            blocks.append(f"Grad-CAM record {path.name}: unreadable ({exc})")
+            continue
+        blocks.append(f"Grad-CAM ({data.get('settings', {}).get('method', 'gradcam')}) on "
+                      f"{data['dataset']} / {data['profile']}: {path}\n"
+                      + format_summary(data["models"]))
+    return "\n\n".join(blocks)

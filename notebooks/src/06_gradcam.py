@@ -1,0 +1,357 @@
+# %% [markdown]
+# # 06 · Grad-CAM: what the three models look at, checked rather than just drawn
+#
+# Notebooks 02, 03 and 04 trained a PyTorch AlexNet, a Keras CNN and a fine-tuned
+# Hugging Face model on the same images. Accuracy says *how often* they are right; it
+# does not say *why*. A model can score well by looking at the wrong thing: a
+# watermark, the background, the colour of the photo. This notebook asks each model
+# where, in the image, the evidence for its answer is.
+#
+# Grad-CAM (Selvaraju et al., 2017) answers with a heat map per image, computed from
+# one forward and one backward pass. Heat maps are persuasive: it is easy to draw them
+# and see what we expect. So we **check** them:
+#
+# * **localisation**: on the synthetic `shapes` dataset we know where each object is
+#   (its mask), so we can count how often a map's peak is on the object (the
+#   *pointing game*) and how much of its energy is there, and compare with chance;
+# * **sanity** (Adebayo et al., 2018): an explanation must change when the model's
+#   weights are scrambled; if it does not, it explains the image, not the model;
+# * **faithfulness** (deletion): removing the pixels the map calls important should
+#   hurt the model's confidence faster than removing random pixels.
+#
+# The models are reloaded from the folders the training notebooks saved, through
+# `nbutils.inference.load_classifier`, so this notebook imports each framework only to
+# load its own model.
+
+# %% tags=["parameters"]
+profile = "auto"     # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
+dataset = None       # None = the profile's dataset; masks (the checks) need "shapes"
+method = None        # None = the config's ("gradcam"); "gradcam++" for Grad-CAM++
+n_images = None      # None = the profile's value (images in the side-by-side figures)
+eval_images = None   # None = the profile's value (0 = score the whole test split)
+interactive = True   # False: the explorer draws static figures even in JupyterLab
+
+# %% [markdown]
+# The settings live in `configs/models/gradcam.yaml` (with a comment for each) and the
+# `models.gradcam` section of each profile: how many images are drawn and scored, the
+# method, the deletion steps and baseline, and an optional target layer per framework.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import nbutils
+from nbutils import gradcam as gc
+from nbutils.data import load_for
+from nbutils.gradcam import evaluate as ge
+from nbutils.gradcam import explorer as gx
+from nbutils.gradcam import plots as gp
+from nbutils.gradcam import runs
+from nbutils.report import example_indices
+
+cfg = nbutils.setup(profile, model="gradcam", dataset=dataset, method=method,
+                    n_images=n_images, eval_images=eval_images)
+settings = cfg.model
+started = time.perf_counter()
+
+# %% [markdown]
+# ## 1 · What a CNN looks at, and how Grad-CAM computes it
+#
+# A convolutional layer's output is a stack of $K$ feature maps $A^k$ ($h \times w$
+# each); every position still corresponds to a patch of the input image. Deep layers
+# respond to object parts, and the classifier head turns them into a score $y^c$ per
+# class. Grad-CAM asks: *how much does each feature map matter for class $c$, and
+# where is it active?*
+#
+# 1. **Importance of a channel**: average the gradient of the score over the map,
+#    $\alpha_k^c = \frac{1}{hw}\sum_{i,j} \partial y^c / \partial A^k_{ij}$.
+# 2. **Map**: weight the feature maps by their importance and keep the positive part,
+#    $L^c = \mathrm{ReLU}\left(\sum_k \alpha_k^c A^k\right)$: the positions whose features
+#    *increase* the class score.
+# 3. **Show** it: enlarge $L^c$ from $h \times w$ to the image size and lay it over the image.
+#
+# We use the score before the softmax (a saturated softmax has almost no gradient), and
+# a late layer: its maps are coarse but semantic. Grad-CAM++ (option `method`) replaces
+# the plain average in step 1 by a weighted one that favours positions where the
+# gradient is positive, which helps when several parts of an image carry evidence.
+#
+# The code is one call for all three frameworks, `gc.gradcam(model, images)`: hooks on a
+# PyTorch module, a `GradientTape` over a Keras sub-model, and for Hugging Face the
+# PyTorch hooks (a vision transformer's tokens are reshaped back to the patch grid).
+# Each model gets its input the way it expects it: resized to its input size and
+# standardised with its own mean and standard deviation, or raw pixels for the Keras
+# model, which rescales inside. One batched forward and backward pass per batch.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+data = load_for(cfg, progress=False)
+n_eval = settings.eval_images or len(data.test)
+images = np.asarray(data.test.images[:n_eval])
+labels = np.asarray(data.test.labels[:n_eval])
+masks = np.asarray(data.test.masks[:n_eval]) if data.has_masks else None
+print(f"test images scored: {len(images)}  ({images.shape[1]}x{images.shape[2]} px)")
+print(f"classes: {', '.join(data.class_names)}")
+print(f"object masks: {'yes' if masks is not None else 'no (the localisation checks are skipped)'}")
+
+# %% [markdown]
+# ## 2 · The trained models
+#
+# We look for the run records of notebooks 02, 03 and 04 for this dataset and profile;
+# each names the folder of its saved model. A missing model is listed with the command
+# that trains it; the notebook carries on with the others.
+
+# %%
+found = runs.find_trained_models(cfg.outputs_dir, cfg.dataset, cfg.profile)
+print(found.summary())
+if not found.models:
+    raise RuntimeError("No saved model of notebooks 02-04 for this dataset and profile. "
+                       f"Train them first:\n    {found.command}")
+
+# %%
+models = runs.load_models(found)
+layers = {m.label: settings.target_layers[m.framework] for m in found.models}
+for m in found.models:
+    clf = models[m.label]
+    layer = layers[m.label] or gc.default_target_layer(clf, images[:1])
+    layers[m.label] = layer
+    print(f"{m.label:<13} {type(clf.model).__name__:<34} input {clf.info.image_size}px   "
+          f"target layer: {layer}")
+
+# %% [markdown]
+# ## 3 · The same test images, explained by the three models
+#
+# One call per model computes the maps of every scored image (each explains the class
+# that model predicts). The figure shows a few images of different classes: each row is
+# an image, each column a model, titled with its prediction (green when right, red when
+# wrong). The white outline is the object and the cross the map's maximum.
+
+# %%
+cams, cam_seconds = {}, {}
+for name, clf in models.items():
+    t = time.perf_counter()
+    cams[name] = gc.gradcam(clf, images, layers[name], method=settings.method,
+                            batch_size=settings.batch_size)
+    cam_seconds[name] = time.perf_counter() - t
+    print(f"{name:<13} {len(images)} maps in {cam_seconds[name]:.2f} s "
+          f"({1000 * cam_seconds[name] / len(images):.1f} ms per image), "
+          f"layer grid {cams[name].raw.shape[1]}x{cams[name].raw.shape[2]}")
+
+# %%
+shown = example_indices(labels, settings.n_images, seed=cfg.values["seed"])
+fig = gp.plot_cam_grid(images[shown], {n: c.maps[shown] for n, c in cams.items()}, labels[shown],
+                       {n: c.predictions[shown] for n, c in cams.items()}, data.class_names,
+                       probs={n: c.probs[shown] for n, c in cams.items()},
+                       masks=None if masks is None else masks[shown],
+                       title=f"{settings.method}: the same test images, three models")
+plt.show()
+
+# %% [markdown]
+# Look at the resolution first: each map is only as fine as its layer's grid (printed
+# above), so a 2×2 or 4×4 grid can only say "this quarter of the image". Then compare
+# the models: do they agree on where the evidence is? A model that is right for the
+# wrong reasons shows up here as a confident prediction with a map on the background.
+
+# %% [markdown]
+# ## 4 · Correct and misclassified images
+#
+# For a few images each model gets right and a few it gets wrong, we draw two maps: the
+# evidence for the class it predicted, and the evidence for another class: the true
+# class when it is wrong, its second guess when it is right. A mistake with a map on
+# the object often means a confusable shape (a square seen as a cross); a map on the
+# background means the model never found the object.
+
+# %%
+k = settings.examples_per_kind
+for name, clf in models.items():
+    cam = cams[name]
+    right = np.flatnonzero(cam.predictions == labels)[:k]
+    wrong = np.flatnonzero(cam.predictions != labels)[:k]
+    idx = np.concatenate([right, wrong])
+    runner_up = np.argsort(cam.probs[idx], axis=1)[:, -2]
+    other = np.where(cam.predictions[idx] == labels[idx], runner_up, labels[idx])
+    other_maps = gc.gradcam(clf, images[idx], layers[name], target_class=other,
+                            method=settings.method).maps
+    fig = gp.plot_correct_vs_wrong(images[idx], cam.maps[idx], other_maps, labels[idx],
+                                   cam.predictions[idx], other, data.class_names,
+                                   masks=None if masks is None else masks[idx],
+                                   title=f"{name}: {len(right)} right, {len(wrong)} wrong")
+    plt.show()
+
+# %% [markdown]
+# ## 5 · The effect of the target layer
+#
+# Grad-CAM can explain any convolutional layer. Early layers have fine grids but respond
+# to edges and colours, which exist everywhere; late layers have coarse grids but
+# respond to what decides the class. We draw each model's maps at a few depths (its
+# candidate layers, shallow to deep, the default last) and score how often each layer's
+# peak is on the object (on the first `layer_images` test images).
+
+# %%
+layer_scores: dict[str, dict[str, float]] = {}
+few = shown[:2]
+for name, clf in models.items():
+    candidates = [c.name for c in gc.candidate_layers(clf, images[:1])]
+    if layers[name] not in candidates:
+        candidates.append(layers[name])
+    pick = np.unique(np.linspace(0, len(candidates) - 1, settings.layers_compared).round()
+                     .astype(int))
+    chosen = [candidates[i] for i in pick]
+    by_layer, layer_scores[name] = {}, {}
+    scored = np.union1d(few, np.arange(min(settings.layer_images, len(images))))
+    for layer in chosen:
+        res = gc.gradcam(clf, images[scored], layer, method=settings.method,
+                         batch_size=settings.batch_size)
+        by_layer[f"{layer}\n{res.raw.shape[1]}x{res.raw.shape[2]}"] = \
+            res.maps[np.searchsorted(scored, few)]
+        if masks is not None:
+            layer_scores[name][layer] = ge.localisation(res.maps, masks[scored]).pointing_game
+    fig = gp.plot_layer_effect(images[few], by_layer, None if masks is None else masks[few],
+                               title=f"{name}: shallow → deep")
+    plt.show()
+for name, scores in layer_scores.items():
+    print(f"{name:<13} pointing game by layer: "
+          + ", ".join(f"{layer} {v:.2f}" for layer, v in scores.items()))
+
+# %% [markdown]
+# ## 6 · Check 1: does the map point at the object?
+#
+# **Pointing game**: the share of images whose map maximum falls inside the object's
+# mask. **Energy inside the mask**: the share of the map's total mass on the object. A
+# map that knows nothing (uniform, or a random peak) scores the object's area on both,
+# so the **chance rate is the mean mask area**. We score every test image, and the
+# correctly classified ones on their own.
+
+# %%
+loc, loc_right = {}, {}
+if masks is not None:
+    for name, cam in cams.items():
+        loc[name] = ge.localisation(cam.maps, masks, settings.pointing_tolerance)
+        ok = cam.predictions == labels
+        loc_right[name] = ge.localisation(cam.maps[ok], masks[ok], settings.pointing_tolerance) \
+            if ok.any() else None
+    for name in cams:
+        s, r = loc[name], loc_right[name]
+        right_text = f"{r.pointing_game:.3f} on the {r.n} right" if r else "no image right"
+        print(f"{name:<13} pointing game {s.pointing_game:.3f} ({right_text}), "
+              f"energy inside {s.energy:.3f}, chance {s.chance:.3f}, empty maps {s.n_empty}")
+    fig = gp.plot_localisation({n: v.to_dict() for n, v in loc.items()},
+                               title=f"localisation on {len(images)} test images")
+    plt.show()
+else:
+    print("no masks for this dataset: localisation is scored on 'shapes' only")
+
+# %% [markdown]
+# A pointing game well above the mask area means the map's peak is on the object far
+# more often than luck would put it there. The energy is a stricter measure: a coarse
+# map spreads over the object's surroundings, so even a good map rarely puts most of
+# its mass inside a small object.
+
+# %% [markdown]
+# ## 7 · Check 2: scramble the weights, does the map change?
+#
+# Adebayo et al. (2018) found that some saliency methods produce almost the same map
+# for a trained network and for the same network with random weights: they behave like
+# edge detectors. We re-initialise every weight of each model (same architecture, same
+# target layer, same class) and compute the **Spearman rank correlation** between the
+# two maps of each image. Near 1: the map ignores what the model learned (bad). Near 0:
+# the map depends on the learned weights (what we want).
+
+# %%
+randomized = {}
+n_rand = min(settings.randomization_images, len(images))
+for name, clf in models.items():
+    randomized[name] = ge.randomization_check(
+        clf, images[:n_rand], target_layer=layers[name], method=settings.method,
+        seed=cfg.values["seed"], trained=ge.CAMSlice(cams[name], n_rand))
+    r = randomized[name]
+    print(f"{name:<13} rank correlation trained vs re-initialised: mean {r.mean:.3f}, "
+          f"mean |rho| {r.mean_abs:.3f} over {len(r.rho) - r.n_constant} images "
+          f"({r.n_constant} with a constant map)")
+fig = gp.plot_randomization(images[:n_rand], randomized, n=3)
+plt.show()
+
+# %% [markdown]
+# A caveat: a model with random weights often produces an *empty* map (every channel
+# weight negative, so the ReLU removes everything). A constant map has no ranking, so
+# those images are counted separately rather than scored as 0.
+
+# %% [markdown]
+# ## 8 · Check 3: deleting the important pixels first
+#
+# If the map is faithful to the model, removing the pixels it ranks highest should make
+# the model lose confidence fast. We replace the top 0%, 10%, …, 100% of pixels (by map
+# value) with each image's mean colour and track the probability of the explained class;
+# the same with a random order of pixels. **Lower area under the curve is better**, and
+# the *win rate* is the share of images where Grad-CAM's order beats the random one.
+
+# %%
+deletion = {}
+n_del = min(settings.deletion_images, len(images))
+for name, clf in models.items():
+    cam = cams[name]
+    deletion[name] = ge.deletion_curve(clf.predict_proba, images[:n_del], cam.maps[:n_del],
+                                       cam.class_idx[:n_del], steps=settings.deletion_steps,
+                                       baseline=settings.deletion_baseline,
+                                       seed=cfg.values["seed"])
+    d = deletion[name]
+    print(f"{name:<13} deletion AUC: Grad-CAM order {d.auc_saliency:.3f}, random order "
+          f"{d.auc_random:.3f}, Grad-CAM better on {d.win_rate:.0%} of {n_del} images")
+fig = gp.plot_deletion(deletion, title="deletion curves (lower is more faithful)")
+plt.show()
+
+# %% [markdown]
+# ## 9 · The Grad-CAM record
+#
+# The figures of the three checks go to `outputs/gradcam/<dataset>__<profile>.json`
+# (written atomically), next to the run records of the training notebooks.
+
+# %%
+summary = {}
+for m in found.models:
+    name = m.label
+    summary[name] = {
+        "run_id": m.run_id, "framework": m.framework, "model": m.model, "layer": layers[name],
+        "method": settings.method, "test_accuracy_recorded": round(m.test_accuracy, 4),
+        "accuracy_on_scored_images": round(float((cams[name].predictions == labels).mean()), 4),
+        "localisation": loc[name].to_dict() if name in loc else None,
+        "localisation_correct_only": loc_right[name].to_dict() if loc_right.get(name) else None,
+        "pointing_game_by_layer": {k: round(v, 4) for k, v in layer_scores.get(name, {}).items()},
+        "randomization": randomized[name].to_dict(),
+        "deletion": deletion[name].to_dict(),
+        "seconds": {"gradcam": round(cam_seconds[name], 3),
+                    "per_image_ms": round(1000 * cam_seconds[name] / len(images), 2)},
+    }
+path = runs.write_record(cfg.outputs_dir, cfg.dataset, cfg.profile, summary,
+                         settings=settings.to_dict(),
+                         extra={"n_scored": len(images), "missing": found.missing})
+print(runs.format_summary(summary))
+print(f"\nwritten: outputs/gradcam/{path.name}")
+
+# %% [markdown]
+# ## 10 · Explore
+#
+# Pick an image, a model, a layer and a class (or "predicted"), and the method. In
+# JupyterLab this is interactive; when the notebook runs in batch (papermill, nbval,
+# `python -m nbutils.run`) it draws a few static panels instead.
+
+# %%
+gx.explorer(models, images, labels, data.class_names, masks=masks, layers=layers,
+            method=settings.method, interactive=interactive)
+print(f"notebook time: {time.perf_counter() - started:.1f} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Grad-CAM++.** Re-run with `method = "gradcam++"`. Does the pointing game change,
+#    and for which model? Look at images where the two methods disagree in the explorer.
+# 2. **The right layer.** Set a target layer per framework in
+#    `configs/models/gradcam.yaml` (`target_layers`, names as printed in section 5), for
+#    instance an earlier, finer layer of the PyTorch model. Does localisation improve?
+#    Does the randomisation check still pass?
+# 3. **A biased dataset.** Build an image folder in which one class always has a small
+#    marker in a corner, train notebook 02 on it (`dataset = "imagefolder:PATH"`), and
+#    use this notebook's maps to catch the model looking at the marker instead of the
+#    object.
