@@ -1,0 +1,642 @@
+"""Notebook 03's Keras helpers: the reference CNN, its training recipe, saving and reloading.
+
+Everything here is what Keras already offers, assembled once so the notebook stays
+short: preprocessing layers (rescaling, standardisation and augmentation live
+*inside* the model, so the saved ``.keras`` file takes raw uint8 images), Adam
+with a warm-up + cosine-decay schedule, label-smoothed categorical
+cross-entropy, and callbacks (early stopping, best checkpoint, CSV log,
+TensorBoard, a learning-rate logger) instead of a hand-written loop.
+
+Importing this module selects the TensorFlow backend (see :mod:`nbutils.keras_data`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import resource
+import shutil
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .inference import ClassifierInfo, write_classifier_info
+
+# keras_data selects the TensorFlow backend before it imports keras and tensorflow
+from .keras_data import configure_tensorflow, keras, make_dataset, tf
+from .paths import atomic_write_text, configs_dir
+
+__all__ = [
+    "ARCH_KEYS", "ABLATION_VARIANTS", "MODEL_FILE", "KerasClassifier", "TrainResult",
+    "LearningRateLogger", "EpochTimer", "TqdmProgress",
+    "setup_keras", "default_settings", "model_settings", "augmentation_layers", "build_cnn", "build_cnn_for", "compile_cnn",
+    "make_callbacks", "train", "history_to_records", "predict_proba", "save_classifier",
+    "load_classifier", "run_ablation", "ablation_frame", "save_ablation", "device_peak_mb", "reset_device_peak",
+]
+
+MODEL_FILE = "model.keras"
+# settings that shape the network (the rest of configs/models/keras_cnn.yaml is training)
+ARCH_KEYS = ("widths", "convs_per_block", "dense_units", "batch_norm", "bn_momentum", "dropout",
+             "l2", "augment", "flip", "rotation", "translate", "zoom", "contrast", "interpolation")
+TRAIN_KEYS = ("epochs", "batch_size", "learning_rate", "warmup_epochs", "label_smoothing",
+              "early_stopping_patience", "monitor", "jit_compile")
+_DEFAULTS: dict[str, Any] = {}  # filled from configs/models/keras_cnn.yaml on first use
+# "baseline / +BatchNorm / +Dropout / final": each row adds one ingredient
+ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {"batch_norm": False, "dropout": 0.0, "augment": False},
+    "+BatchNorm": {"batch_norm": True, "dropout": 0.0, "augment": False},
+    "+Dropout": {"batch_norm": True, "augment": False},
+    "final (+augmentation)": {},
+}
+
+
+# --------------------------------------------------------------------------- set-up
+
+def setup_keras(cfg: Any) -> dict[str, Any]:
+    """Apply a run's device and precision choices to TensorFlow/Keras.
+
+    ``device: cpu`` hides any GPU from TensorFlow; on ``cuda`` GPU memory growth is
+    on (TensorFlow takes memory as needed, not the whole card) and, when the
+    profile asks for ``mixed_precision``, the ``mixed_float16`` policy is set (the
+    output layer stays float32 and Keras scales the loss). Seeds Keras from the run.
+
+    Returns:
+        ``{"device", "precision", "memory_growth", "gpus"}`` for the run record.
+    """
+    values = cfg.values if hasattr(cfg, "values") else dict(cfg)
+    device = values.get("device", "cpu")
+    state = configure_tensorflow(memory_growth=True, hide_gpus=device == "cpu")
+    gpus = tf.config.list_logical_devices("GPU")
+    if device == "cuda" and not gpus:
+        raise RuntimeError("The run asks for device 'cuda' but TensorFlow sees no GPU. Install "
+                           "a CUDA build of TensorFlow, or use profile='cpu'.")
+    precision = "mixed_float16" if (gpus and values.get("mixed_precision")) else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(int(values.get("seed", 42)))
+    return {"device": "gpu" if gpus else "cpu", "precision": precision,
+            "memory_growth": state["memory_growth"], "gpus": state["gpus"]}
+
+
+def default_settings() -> dict[str, Any]:
+    """The defaults of every setting, read from ``configs/models/keras_cnn.yaml``."""
+    if not _DEFAULTS:
+        path = configs_dir() / "models" / "keras_cnn.yaml"
+        _DEFAULTS.update(yaml.safe_load(path.read_text()) or {})
+    return copy.deepcopy(_DEFAULTS)
+
+
+def model_settings(model_cfg: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The CNN's settings: the YAML defaults, then ``cfg.model`` (a mapping), then ``overrides``.
+
+    Unknown keys are errors naming the valid ones, as in :func:`nbutils.setup`.
+    """
+    settings = default_settings()
+    source = dict(model_cfg.items()) if model_cfg is not None else {}
+    for key, value in {**source, **overrides}.items():
+        if key not in settings:
+            raise ValueError(f"Unknown keras_cnn setting '{key}'. Valid settings: "
+                             f"{', '.join(sorted(settings))}")
+        settings[key] = value
+    settings["widths"] = [int(w) for w in settings["widths"]]
+    if not settings["widths"] or min(settings["widths"]) < 1:
+        raise ValueError(f"widths must be a non-empty list of positive ints, got "
+                         f"{settings['widths']}")
+    if settings["convs_per_block"] < 1:
+        raise ValueError("convs_per_block must be at least 1")
+    if settings["interpolation"] not in ("nearest", "bilinear"):
+        raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got "
+                         f"{settings['interpolation']!r}")
+    if not 0.0 <= settings["dropout"] < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {settings['dropout']}")
+    return settings
+
+
+# --------------------------------------------------------------------------- the model
+
+def augmentation_layers(model_cfg: Mapping[str, Any] | None = None, seed: int = 42,
+                        **overrides: Any) -> keras.Sequential | None:
+    """A fresh copy of the model's augmentation block (``None`` when ``augment`` is off).
+
+    Handy for looking at augmented images without advancing the random state of
+    the model's own layers.
+    """
+    return _augmentation(model_settings(model_cfg, **overrides), seed)
+
+
+def _augmentation(settings: Mapping[str, Any], seed: int) -> keras.Sequential | None:
+    """Random flip / rotation / translation / zoom / contrast layers (training only)."""
+    if not settings["augment"]:
+        return None
+    layers: list[keras.layers.Layer] = []
+    # each geometric layer resamples the image; "nearest" keeps 32 px images sharp, where
+    # three bilinear resamplings in a row blur the training images but not the test images
+    interp = settings["interpolation"]
+    if settings["flip"]:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if settings["rotation"] > 0:
+        layers.append(keras.layers.RandomRotation(settings["rotation"], fill_mode="reflect",
+                                                  interpolation=interp, seed=seed + 1))
+    if settings["translate"] > 0:
+        layers.append(keras.layers.RandomTranslation(settings["translate"], settings["translate"],
+                                                     fill_mode="reflect", interpolation=interp,
+                                                     seed=seed + 4))
+    if settings["zoom"] > 0:
+        layers.append(keras.layers.RandomZoom(settings["zoom"], fill_mode="reflect",
+                                              interpolation=interp, seed=seed + 2))
+    if settings["contrast"] > 0:
+        layers.append(keras.layers.RandomContrast(settings["contrast"], value_range=(0.0, 1.0),
+                                                  seed=seed + 3))
+    return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def build_cnn(
+    num_classes: int,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    seed: int = 42,
+    name: str = "keras_cnn",
+    **settings: Any,
+) -> keras.Model:
+    """The reference CNN, with its preprocessing inside.
+
+    ``uint8 image → Rescaling(1/255) → [augmentation] → Normalization(mean, std²) →
+    blocks of (Conv 3×3 [+ BN] + ReLU) × convs_per_block, MaxPool between blocks →
+    GlobalAveragePooling → Dense + ReLU [+ Dropout] → Dense(num_classes, softmax)``,
+    with L2 weight decay on the conv and dense kernels.
+
+    Args:
+        num_classes: output classes.
+        image_size: input height and width.
+        mean, std: per-channel statistics of the training split in [0, 1] units.
+        seed: seeds the weights and the augmentation layers.
+        name: the model's name.
+        **settings: any of :data:`ARCH_KEYS` (see ``configs/models/keras_cnn.yaml``).
+    """
+    s = model_settings(None, **settings)
+    keras.utils.set_random_seed(seed)
+    reg = keras.regularizers.L2(s["l2"]) if s["l2"] > 0 else None
+    variance = [float(v) ** 2 for v in std]
+    inputs = keras.Input(shape=(image_size, image_size, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    augment = _augmentation(s, seed)
+    if augment is not None:
+        x = augment(x)
+    x = keras.layers.Normalization(mean=[float(m) for m in mean], variance=variance,
+                                   name="normalize")(x)
+    for b, width in enumerate(s["widths"]):
+        for c in range(s["convs_per_block"]):
+            tag = f"block{b + 1}_{c + 1}"
+            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=not s["batch_norm"],
+                                    kernel_regularizer=reg, name=f"{tag}_conv")(x)
+            if s["batch_norm"]:
+                x = keras.layers.BatchNormalization(momentum=s["bn_momentum"],
+                                                    name=f"{tag}_bn")(x)
+            x = keras.layers.ReLU(name=f"{tag}_relu")(x)
+        if b < len(s["widths"]) - 1:
+            x = keras.layers.MaxPooling2D(name=f"block{b + 1}_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(s["dense_units"], activation="relu", kernel_regularizer=reg,
+                           name="dense")(x)
+    if s["dropout"] > 0:
+        x = keras.layers.Dropout(s["dropout"], seed=seed, name="dropout")(x)
+    x = keras.layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_cnn_for(data: Any, model_cfg: Mapping[str, Any] | None = None, seed: int = 42,
+                  **overrides: Any) -> keras.Model:
+    """:func:`build_cnn` for a loaded :class:`~nbutils.data.ImageData` and ``cfg.model``."""
+    s = model_settings(model_cfg, **overrides)
+    arch = {k: s[k] for k in ARCH_KEYS}
+    return build_cnn(data.num_classes, data.image_size, data.mean, data.std, seed=seed, **arch)
+
+
+def compile_cnn(model: keras.Model, steps_per_epoch: int, epochs: int, learning_rate: float = 3e-3,
+                warmup_epochs: float = 1.0, label_smoothing: float = 0.1,
+                jit_compile: bool = False) -> keras.Model:
+    """Adam with linear warm-up then cosine decay to zero; label-smoothed cross-entropy.
+
+    Metrics: accuracy, and Keras's precision/recall, which treat every (image, class)
+    pair with probability above 0.5 as a positive (micro-averaged); the notebook's
+    per-class report gives the macro view.
+    """
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total // 4)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / 10 if warmup else learning_rate,
+        decay_steps=max(1, total - warmup), alpha=0.0,
+        warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy", keras.metrics.Precision(name="precision"),
+                 keras.metrics.Recall(name="recall")],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+# --------------------------------------------------------------------------- callbacks
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the optimizer's current learning rate to the epoch logs as ``lr``.
+
+    Put it before CSVLogger/TensorBoard in the callback list so they record it.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            lr = self.model.optimizer.learning_rate
+            logs["lr"] = float(keras.ops.convert_to_numpy(lr))
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds the wall-clock seconds of each epoch (training + validation) as ``seconds``."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+
+
+class TqdmProgress(keras.callbacks.Callback):
+    """One tqdm bar over the epochs, with the latest metrics as its postfix."""
+
+    def __init__(self, epochs: int, desc: str = "train", keys: Sequence[str] = (
+            "loss", "accuracy", "val_loss", "val_accuracy")) -> None:
+        super().__init__()
+        self.epochs, self.desc, self.keys = epochs, desc, tuple(keys)
+        self._bar: Any = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.epochs, desc=self.desc, unit="epoch")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self._bar.set_postfix({k.replace("accuracy", "acc"): f"{logs[k]:.3f}"
+                               for k in self.keys if k in logs})
+        self._bar.update(1)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _tensorboard_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def make_callbacks(log_dir: str | Path | None, epochs: int, patience: int = 8,
+                   monitor: str = "val_accuracy", progress: bool = True,
+                   desc: str = "train") -> list[keras.callbacks.Callback]:
+    """The training callbacks, in the order that lets later ones see ``lr`` and ``seconds``.
+
+    With ``log_dir``: ``best.weights.h5`` (ModelCheckpoint, best ``monitor`` only),
+    ``history.csv`` (CSVLogger) and ``tensorboard/`` (``tensorboard --logdir ...``).
+    Without it (the ablation), only the timer, the learning-rate logger, early
+    stopping and the progress bar.
+    """
+    mode = "min" if "loss" in monitor else "max"
+    callbacks: list[keras.callbacks.Callback] = [
+        EpochTimer(), LearningRateLogger(),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
+                                      restore_best_weights=False),
+    ]
+    if log_dir is not None:
+        log_dir = Path(log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(str(log_dir / "best.weights.h5"), monitor=monitor,
+                                            mode=mode, save_best_only=True,
+                                            save_weights_only=True),
+            keras.callbacks.CSVLogger(str(log_dir / "history.csv")),
+        ]
+        if _tensorboard_available():
+            callbacks.append(keras.callbacks.TensorBoard(str(log_dir / "tensorboard"),
+                                                         write_graph=False, profile_batch=0))
+        else:
+            warnings.warn("TensorBoard is not installed (pip install tensorboard): training "
+                          "without the TensorBoard log.", stacklevel=2)
+    if progress:
+        callbacks.append(TqdmProgress(epochs, desc=desc))
+    return callbacks
+
+
+# --------------------------------------------------------------------------- training
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    model: keras.Model
+    history: list[dict[str, float]]
+    train_seconds: float
+    best_epoch: int
+    log_dir: Path | None = None
+    restored_best: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+    load_average: float | None = None
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds this process has used (all threads): a load-independent cost measure."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        return None
+
+
+def history_to_records(history: Any) -> list[dict[str, float]]:
+    """Keras ``History`` (or its ``.history`` dict) → the course's per-epoch dicts.
+
+    Keys: ``epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds`` plus
+    ``train_precision, train_recall, val_precision, val_recall`` when logged.
+    """
+    logs = history.history if hasattr(history, "history") else dict(history)
+    names = {"loss": "train_loss", "accuracy": "train_acc", "precision": "train_precision",
+             "recall": "train_recall", "val_loss": "val_loss", "val_accuracy": "val_acc",
+             "val_precision": "val_precision", "val_recall": "val_recall", "lr": "lr",
+             "learning_rate": "lr", "seconds": "seconds"}
+    n = max((len(v) for v in logs.values()), default=0)
+    records = []
+    for i in range(n):
+        row: dict[str, float] = {"epoch": i + 1}
+        for key, values in logs.items():
+            if key in names and i < len(values):
+                row[names[key]] = float(values[i])
+        records.append(row)
+    return records
+
+
+def train(
+    model: keras.Model,
+    data: Any,
+    model_cfg: Mapping[str, Any] | None = None,
+    *,
+    log_dir: str | Path | None = None,
+    seed: int = 42,
+    restore_best: bool = True,
+    progress: bool = True,
+    desc: str = "train",
+    **overrides: Any,
+) -> TrainResult:
+    """Compile and fit ``model`` on the train split with the ``val`` split for validation.
+
+    Args:
+        model: an uncompiled (or to-be-recompiled) model, e.g. from :func:`build_cnn_for`.
+        data: the loaded dataset.
+        model_cfg: ``cfg.model`` (epochs, batch_size, learning_rate, ...).
+        log_dir: where the checkpoint, CSV log and TensorBoard events go (``None``: none).
+        seed: the shuffle seed.
+        restore_best: reload the best-``monitor`` checkpoint after training.
+        progress: show a tqdm bar over the epochs.
+        desc: the progress bar's label.
+        **overrides: any setting, e.g. ``epochs=3``.
+
+    Returns:
+        A :class:`TrainResult` (model, per-epoch history, seconds, best epoch).
+    """
+    s = model_settings(model_cfg, **overrides)
+    epochs, batch_size = int(s["epochs"]), int(s["batch_size"])
+    # full batches only: no extra graph for a last, smaller batch and no BatchNorm statistics
+    # from a handful of images; the dropped images change every epoch (reshuffled)
+    drop = len(data.train) >= batch_size
+    train_ds = make_dataset(data, "train", batch_size, shuffle=True, seed=seed,
+                            drop_remainder=drop)
+    val_ds = make_dataset(data, "val", batch_size, shuffle=False)
+    steps = len(data.train) // batch_size if drop else 1
+    compile_cnn(model, steps, epochs, s["learning_rate"], s["warmup_epochs"],
+                s["label_smoothing"], s["jit_compile"])
+    if log_dir is not None and Path(log_dir).exists():
+        shutil.rmtree(log_dir)  # a re-run starts a fresh log, not appended TensorBoard runs
+    callbacks = make_callbacks(log_dir, epochs, int(s["early_stopping_patience"]), s["monitor"],
+                               progress=progress, desc=desc)
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    keras_history = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                              callbacks=callbacks, verbose=0,
+                              shuffle=False)  # the pipeline reshuffles every epoch itself
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    history = history_to_records(keras_history)
+    key = {"val_accuracy": "val_acc", "val_loss": "val_loss"}.get(s["monitor"], s["monitor"])
+    values = [h.get(key, math.nan) for h in history]
+    pick = np.nanargmin if "loss" in key else np.nanargmax
+    best_epoch = int(pick(values)) + 1 if history and not np.all(np.isnan(values)) else len(history)
+    restored = False
+    best_file = Path(log_dir) / "best.weights.h5" if log_dir is not None else None
+    if restore_best and best_file is not None and best_file.is_file():
+        model.load_weights(str(best_file))
+        restored = True
+    return TrainResult(model=model, history=history, train_seconds=seconds, best_epoch=best_epoch,
+                       log_dir=Path(log_dir) if log_dir is not None else None,
+                       restored_best=restored, settings=s, cpu_seconds=cpu,
+                       load_average=_load_average())
+
+
+# --------------------------------------------------------------------------- inference
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 NHWC images with PIL bilinear, as the data layer does."""
+    from PIL import Image
+
+    if images.shape[1:3] == (size, size):
+        return images
+    return np.stack([np.asarray(Image.fromarray(img).resize((size, size),
+                                                             Image.Resampling.BILINEAR))
+                     for img in images])
+
+
+def _as_images(images: np.ndarray) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.ndim == 3:  # a single image
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"Expected uint8 images shaped (N, H, W, 3), got {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"Expected uint8 images (0..255), got {arr.dtype}; the model "
+                         "rescales and normalises them itself.")
+    return arr
+
+
+def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 64,
+                  tta_flip: bool = False) -> np.ndarray:
+    """(N, K) float32 probabilities for uint8 (N, H, W, 3) images of any size.
+
+    Images are resized to the model's input size; rescaling and normalisation
+    happen inside the model; augmentation and dropout are off (inference mode).
+    ``tta_flip`` averages the probabilities of each image and its mirror image
+    (test-time augmentation, as the PyTorch notebook does).
+    """
+    arr = _as_images(images)
+    size = int(model.inputs[0].shape[1])
+    arr = _resize(arr, size)
+    if len(arr) == 0:
+        return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
+    probs = np.asarray(model.predict(arr, batch_size=batch_size, verbose=0), dtype=np.float32)
+    if tta_flip:
+        mirrored = np.ascontiguousarray(arr[:, :, ::-1])
+        probs = (probs + np.asarray(model.predict(mirrored, batch_size=batch_size, verbose=0),
+                                    dtype=np.float32)) / 2
+    return probs
+
+
+@dataclass
+class KerasClassifier:
+    """A reloaded Keras model that classifies raw uint8 images (the saved-model contract)."""
+
+    info: ClassifierInfo
+    model: keras.Model
+    device: str = "cpu"
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, K) class probabilities for uint8 (N, H, W, 3) images."""
+        with tf.device("/GPU:0" if self.device == "cuda" else "/CPU:0"):
+            return predict_proba(self.model, images, batch_size,
+                                 tta_flip=bool(self.info.extra.get("tta_flip", False)))
+
+
+def save_classifier(model: keras.Model, model_dir: str | Path, data: Any,
+                    model_name: str = "keras_cnn", tta_flip: bool = False,
+                    extra: Mapping[str, Any] | None = None) -> Path:
+    """Save ``model`` as ``<model_dir>/model.keras`` (atomically) with ``classifier.json``.
+
+    ``tta_flip`` is recorded so that the reloaded classifier predicts the same way.
+
+    Returns:
+        The model folder (pass it to ``finish_run(model_path=...)``).
+    """
+    folder = Path(model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / MODEL_FILE
+    tmp = folder / f".{MODEL_FILE}.{os.getpid()}.tmp.keras"
+    try:
+        model.save(str(tmp))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    info = ClassifierInfo(
+        framework="keras", model=model_name, class_names=list(data.class_names),
+        image_size=int(data.image_size), mean=[float(v) for v in data.mean],
+        std=[float(v) for v in data.std],
+        extra={"file": MODEL_FILE, "input": "uint8 NHWC; rescaling and normalisation inside",
+               "tta_flip": bool(tta_flip),
+               "keras": keras.__version__, "tensorflow": tf.__version__, **dict(extra or {})},
+    )
+    write_classifier_info(folder, info)
+    return folder
+
+
+def load_classifier(model_dir: str | Path, info: ClassifierInfo,
+                    device: str = "cpu") -> KerasClassifier:
+    """Reload a saved ``.keras`` model with ``safe_mode=True`` (no arbitrary code runs).
+
+    Args:
+        model_dir: the folder holding ``model.keras`` and ``classifier.json``.
+        info: its :class:`~nbutils.inference.ClassifierInfo`.
+        device: ``cpu`` or ``cuda``.
+    """
+    folder = Path(model_dir)
+    path = folder / str(info.extra.get("file", MODEL_FILE))
+    if not path.is_file():
+        raise FileNotFoundError(f"No {path.name} in {folder}: re-run notebook 03 to train and "
+                                "save the Keras model.")
+    dev = "cuda" if str(device).startswith(("cuda", "gpu")) else "cpu"
+    if dev == "cuda" and not tf.config.list_logical_devices("GPU"):
+        raise RuntimeError("device='cuda' was asked for but TensorFlow sees no GPU; use "
+                           "device='cpu'.")
+    with tf.device("/GPU:0" if dev == "cuda" else "/CPU:0"):
+        model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+    return KerasClassifier(info=info, model=model, device=dev)
+
+
+# --------------------------------------------------------------------------- ablation
+
+def run_ablation(
+    data: Any,
+    model_cfg: Mapping[str, Any] | None = None,
+    *,
+    epochs: int | None = None,
+    seed: int = 42,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train one short run per variant and tabulate what each ingredient adds.
+
+    Each variant overrides the config's settings (``ABLATION_VARIANTS`` by default:
+    baseline without BatchNorm, dropout or augmentation, then adding each in turn).
+    Every variant gets the same epochs, seed and schedule; compare them on the
+    validation split (the test split stays for the final model).
+
+    Returns:
+        One dict per variant: settings, parameters, final train accuracy (measured
+        during training, with dropout/augmentation on), best and final validation
+        accuracy, seconds.
+    """
+    base = model_settings(model_cfg)
+    if epochs is not None:
+        base["epochs"] = int(epochs)
+    rows = []
+    for name, change in (variants or ABLATION_VARIANTS).items():
+        s = {**base, **dict(change)}
+        model = build_cnn_for(data, s, seed=seed)
+        result = train(model, data, s, log_dir=None, seed=seed, restore_best=False,
+                       progress=progress, desc=name)
+        last = result.history[-1]
+        rows.append({
+            "variant": name, "batch_norm": bool(s["batch_norm"]), "dropout": float(s["dropout"]),
+            "augment": bool(s["augment"]), "params": int(model.count_params()),
+            "epochs": len(result.history), "train_acc": round(last.get("train_acc", math.nan), 4),
+            "val_acc": round(last.get("val_acc", math.nan), 4),
+            "best_val_acc": round(max(h.get("val_acc", math.nan) for h in result.history), 4),
+            "seconds": round(result.train_seconds, 1),
+        })
+        keras.backend.clear_session()
+    return rows
+
+
+def ablation_frame(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """The ablation rows as a pandas DataFrame indexed by variant."""
+    import pandas as pd
+
+    return pd.DataFrame(list(rows)).set_index("variant")
+
+
+def save_ablation(table: Any, path: str | Path) -> Path:
+    """Write the ablation DataFrame as CSV, atomically."""
+    return atomic_write_text(path, table.to_csv())
+
+
+# --------------------------------------------------------------------------- memory
+
+def device_peak_mb() -> float | None:
+    """Peak GPU memory TensorFlow allocated on ``GPU:0`` (MiB), or ``None`` without a GPU."""
+    if not tf.config.list_logical_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
+
+
+def reset_device_peak() -> None:
+    """Reset the GPU peak-memory counter (no-op without a GPU)."""
+    if tf.config.list_logical_devices("GPU"):
+        tf.config.experimental.reset_memory_stats("GPU:0")
+

@@ -1,0 +1,235 @@
+# %% [markdown]
+# # 03 · A CNN in Keras, the Keras way
+#
+# Notebook 02 trained a CNN in PyTorch with an explicit loop. Here we solve **the same
+# problem on the same data** (same split, same normalisation statistics) with Keras 3 on
+# its TensorFlow backend, and use what Keras already gives instead of writing it by hand:
+#
+# * a **`tf.data` pipeline** that caches the images and prefetches the next batch;
+# * **preprocessing layers inside the model**: rescaling, standardisation and random
+#   flip / rotation / translation / zoom / contrast, so the saved `.keras` file takes raw
+#   images;
+# * `compile()` with **Adam + a warm-up/cosine-decay schedule** and **label smoothing**;
+# * `fit()` with **callbacks**: early stopping, best checkpoint, CSV log, TensorBoard and
+#   a learning-rate logger;
+# * a small **ablation**: what do BatchNorm, dropout and augmentation each add?
+#
+# The run ends like notebook 02: curves, confusion matrix, per-class report, ten example
+# predictions and a run record, so notebook 05 can compare the frameworks. The model is
+# saved under `outputs/models/` and reloaded with `safe_mode=True` to prove it predicts the
+# same.
+
+# %% tags=["parameters"]
+profile = "auto"  # auto | cpu | gpu | lowvram | smoke
+dataset = None  # None keeps the profile dataset; e.g. cifar10 or imagefolder:PATH
+epochs = None  # None keeps the profile value
+batch_size = None  # None keeps the profile value
+ablation = None  # run the ablation table; None keeps the profile choice
+
+# %%
+import time
+
+import numpy as np
+from IPython.display import display
+
+import nbutils
+import nbutils.data
+from nbutils import keras_data, keras_train, plots
+from nbutils.inference import load_classifier
+from nbutils.report import finish_run, per_class_table
+
+cfg = nbutils.setup(profile, model="keras_cnn", dataset=dataset, epochs=epochs,
+                    batch_size=batch_size, ablation=ablation)
+env = keras_train.setup_keras(cfg)
+NOTEBOOK = "03_keras_cnn"
+RUN_ID = f"{NOTEBOOK}__{nbutils.data.parse_spec(cfg.values['dataset']).slug}__{cfg.profile}"
+MODEL_DIR = cfg.outputs_dir / "models" / RUN_ID
+LOG_DIR = cfg.outputs_dir / "logs" / RUN_ID
+print(f"Keras on {env['device']}, precision policy {env['precision']}")
+
+# %% [markdown]
+# ## 1. The data: the same arrays as every other notebook
+#
+# `nbutils.data.load_for(cfg)` returns the shared numpy core: uint8 images, labels, the fixed
+# train/val/test split and the training split's per-channel mean and standard deviation.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+data = nbutils.data.load_for(cfg)
+print(data.summary())
+
+# %% [markdown]
+# ## 2. A `tf.data` pipeline
+#
+# `keras_data.make_dataset` slices the in-memory arrays, one-hot encodes the labels,
+# **caches** the result, reshuffles every epoch, batches, and **prefetches** so the next
+# batch is ready while the current one trains. It yields the raw uint8 images: the model
+# rescales and standardises them itself. We check that the pipeline gives back exactly the
+# images and labels of the numpy core.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bs = cfg.model.batch_size
+train_ds = keras_data.make_dataset(data, "train", bs, seed=cfg.seed)
+print(train_ds.element_spec)
+val_x, val_y = keras_data.dataset_arrays(keras_data.make_dataset(data, "val", bs, one_hot=False))
+print("val pipeline == numpy core:",
+      np.array_equal(val_x, data.val.images) and np.array_equal(val_y, data.val.labels))
+
+# %% [markdown]
+# ## 3. The model, preprocessing included
+#
+# The reference CNN: blocks of 3×3 convolution + BatchNorm + ReLU with max-pooling between
+# them, global average pooling, a dense layer with dropout, and a softmax. L2 weight decay
+# keeps the weights small. Widths, depth and every regulariser come from
+# `configs/models/keras_cnn.yaml` (and the profile).
+#
+# The first layers are *preprocessing*: `Rescaling(1/255)`, then the random augmentation
+# layers (active only in training), then `Normalization` with the training split's mean and
+# variance. Because they are layers, they are saved with the model.
+
+# %%
+model = keras_train.build_cnn_for(data, cfg.model, seed=cfg.seed)
+model.summary()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"parameters: {model.count_params():,}")
+print("layers:", " -> ".join(layer.name for layer in model.layers[1:6]), "-> ...")
+
+# %% [markdown]
+# What the augmentation layers do: one training image, eight random draws (flip, small
+# rotation, shift and zoom with reflected borders, contrast). At inference time the same
+# layers pass images through unchanged.
+
+# %%
+augment = keras_train.augmentation_layers(cfg.model, seed=cfg.seed)  # a copy of the model's
+if augment is not None:
+    one = np.repeat(data.train.images[:1].astype("float32") / 255.0, 8, axis=0)
+    views = np.asarray(augment(one, training=True))
+    plots.image_grid(np.clip(views, 0, 1), [f"draw {i + 1}" for i in range(8)], ncols=8)
+    plots.plt.show()
+
+# %% [markdown]
+# ## 4. Compile and fit, with callbacks
+#
+# `keras_train.train` compiles with **Adam** whose learning rate warms up linearly for the
+# first epoch and then follows a **cosine decay** to zero, and with **categorical
+# cross-entropy with label smoothing** (targets of 0.9 / 0.01 instead of 1 / 0, which
+# discourages over-confident predictions). Metrics: accuracy, precision and recall.
+#
+# The callbacks do what a hand-written loop would: **EarlyStopping** stops when validation
+# accuracy stops improving, **ModelCheckpoint** keeps the best weights (reloaded at the end),
+# **CSVLogger** and **TensorBoard** record every epoch (`tensorboard --logdir outputs/logs`),
+# and a small **learning-rate logger** adds the current rate to the logs.
+
+# %%
+result = keras_train.train(model, data, cfg.model, log_dir=LOG_DIR, seed=cfg.seed)
+best = result.history[result.best_epoch - 1]
+print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s "
+      f"(CPU time {result.cpu_seconds:.1f} s); best epoch {result.best_epoch}: "
+      f"val acc {best['val_acc']:.3f}")
+
+# %% [markdown]
+# ## 5. Test-set predictions, saved model, reload with `safe_mode=True`
+#
+# The model is saved as a single `.keras` file beside `classifier.json` (class names, image
+# size, statistics), the contract notebooks 05 and 06 rely on. Reloading goes through
+# `nbutils.inference.load_classifier`, which calls `keras.saving.load_model(...,
+# safe_mode=True)`: a `.keras` file that would run arbitrary Python (a `Lambda` layer) is
+# refused. The reloaded model must predict exactly what the trained one predicts.
+
+# %%
+tta = cfg.model.tta_flip  # average each image with its mirror image (off by default)
+probs = keras_train.predict_proba(model, data.test.images, tta_flip=tta)
+keras_train.save_classifier(model, MODEL_DIR, data, tta_flip=tta, extra={"run_id": RUN_ID})
+reloaded = load_classifier(MODEL_DIR)
+probs_again = reloaded.predict_proba(data.test.images)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("saved files:", sorted(p.name for p in MODEL_DIR.iterdir() if not p.name.startswith(".")))
+print("reloaded with safe_mode=True:", type(reloaded.model).__name__)
+print("identical predictions:", bool(np.array_equal(probs.argmax(1), probs_again.argmax(1))
+                                     and np.allclose(probs, probs_again, atol=1e-6)))
+
+# %% [markdown]
+# ## 6. The standard report
+#
+# The same call as notebook 02 writes the metrics, the run record, the test probabilities,
+# ten example predictions (grid and CSV) and the figures.
+
+# %%
+record = finish_run(
+    cfg, data, notebook=NOTEBOOK, framework="keras", model="keras_cnn", probs=probs,
+    history=result.history, train_seconds=result.train_seconds,
+    num_params=model.count_params(), model_path=MODEL_DIR,
+    device_peak_mb=keras_train.device_peak_mb(),
+    extra={"best_epoch": result.best_epoch, "restored_best": result.restored_best,
+           "train_cpu_seconds": round(result.cpu_seconds, 1),
+           "load_average": result.load_average, **env},
+)
+print(f"test accuracy {record.test.accuracy:.3f}, macro F1 {record.test.macro_f1:.3f}")
+
+# %%
+per_class_table(record)
+
+# %% [markdown]
+# ## 7. Ablation: what does each ingredient add?
+#
+# Short runs (the same epochs, seed and schedule for each) that add one ingredient at a
+# time: a **baseline** without BatchNorm, dropout or augmentation, then **+BatchNorm**,
+# **+Dropout**, and the **final** recipe with augmentation. We compare them on the
+# *validation* split; the test split is kept for the final model above. The training
+# accuracy is measured while training, with dropout and augmentation on; a large gap between
+# it and the validation accuracy is overfitting.
+
+# %%
+if cfg.model.ablation:
+    start = time.perf_counter()
+    rows = keras_train.run_ablation(data, cfg.model, epochs=cfg.model.ablation_epochs,
+                                    seed=cfg.seed)
+    table = keras_train.ablation_frame(rows)
+    keras_train.save_ablation(table, cfg.outputs_dir / "metrics" / f"{RUN_ID}_ablation.csv")
+    print(f"ablation: {len(rows)} runs of {cfg.model.ablation_epochs} epochs in "
+          f"{time.perf_counter() - start:.0f} s")
+    display(table)
+
+# %% [markdown]
+# ## 8. Why `tf.data`? A quick measurement
+#
+# The same model trained for one epoch from the `tf.data` pipeline and from plain numpy
+# arrays (`model.fit(x, y)`), then predicting the training images both ways. The full
+# benchmark is `python -m nbutils.bench keras`.
+
+# %%
+from nbutils.benchmarks.keras_bench import compare_pipelines, format_result
+
+if cfg.model.pipeline_epochs > 0:
+    pipeline = compare_pipelines(data, cfg.model, epochs=cfg.model.pipeline_epochs, repeats=1,
+                                 seed=cfg.seed)
+    print(format_result(pipeline))
+else:
+    print("skipped under this profile (pipeline_epochs = 0)")
+
+# %%
+print(f"{NOTEBOOK} on {data.spec} ({cfg.profile}): test accuracy {record.test.accuracy:.1%}, "
+      f"training {result.train_seconds:.0f} s")
+if cfg.model.pipeline_epochs > 0:
+    print(f"tf.data vs numpy: training {pipeline['ratio_train']:.2f}x, "
+          f"inference {pipeline['ratio_inference']:.2f}x")
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Augmentation.** Retrain with `translate: 0.0`, then with `augment: false` (in
+#    `configs/models/keras_cnn.yaml`, or as `nbutils.setup(..., augment=False)`). How do the
+#    gap between training and validation accuracy and the test accuracy change? Then try
+#    `interpolation: bilinear`: why would blurring only the training images hurt?
+#    Finally compare `predict_proba(..., tta_flip=True)` with the default **on the validation
+#    split** (`data.val`): does averaging each image with its mirror image help here?
+# 2. **Depth.** Try `convs_per_block: 2` or `widths: [64, 128, 256]`. Record parameters,
+#    seconds per epoch and accuracy: which change pays for its cost?
+# 3. **Safe loading.** Add a `keras.layers.Lambda(lambda x: x * 2)` layer to a copy of the
+#    model, save it, and reload it with `keras.saving.load_model(path, safe_mode=True)`. What
+#    happens, and why is that the right default for files you download?
