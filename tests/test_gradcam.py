@@ -220,6 +220,14 @@ def test_default_layer_skips_pooling_and_channels_last() -> None:
     x = torch.rand(1, 3, 8, 8)
     assert tb.default_layer(model, x) == "0"
     assert "0.norm" not in [c.name for c in tb.candidate_layers(model, x)]
+    # an AlexNet-style body ending in max pooling: its last activation, not the pooled body
+    alex = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 2))
+    x = torch.rand(1, 3, 16, 16)
+    assert tb.default_layer(alex, x) == "0.4"
+    assert [c.name for c in tb.candidate_layers(alex, x)] == ["0.1", "0.4"]
 
 
 def test_prepare_inputs_standardises_and_resizes() -> None:

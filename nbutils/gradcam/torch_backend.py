@@ -164,14 +164,17 @@ def _spatial_maps(records: Sequence[tuple[str, nn.Module, tuple[int, ...]]]
     Channels-last tensors (N, h, w, C), as inside ConvNeXt blocks, are recognised
     by their spatial size matching the last convolution's and left out too.
     """
-    out, conv_hw = [], None
+    out, conv_hw, pooled = [], None, False
     for name, module, shape in records:
         if len(shape) != 4:
+            pooled = False
             continue
         if isinstance(module, nn.Conv2d):
             conv_hw = shape[2:]
         channels_last = conv_hw is not None and shape[1:3] == conv_hw and shape[2:] != conv_hw
-        if not channels_last and not _is_pool(module):
+        # a container whose last step was a pooling layer outputs that pooled map
+        pooled = _is_pool(module) or (pooled and next(module.children(), None) is not None)
+        if not channels_last and not pooled:
             out.append((name, module, shape))
     return out
 
@@ -179,10 +182,11 @@ def _spatial_maps(records: Sequence[tuple[str, nn.Module, tuple[int, ...]]]
 def default_layer(model: nn.Module, x: torch.Tensor, forward: Forward | None = None) -> str:
     """The last convolutional feature map before the classifier head.
 
-    Among the modules whose output is an (N, C, h, w) map (pooling left out), the
-    one that finishes last with h * w > 1: for a ``Sequential`` body this is the
-    body itself, for a ResNet its last stage, for an EfficientNet its activated
-    head convolution.
+    Among the modules whose output is an (N, C, h, w) map, the one that finishes
+    last with h * w > 1, pooling left out (a pooling layer, or a container that
+    ends with one, only subsamples the map before it): for an AlexNet/VGG-style
+    ``features`` body the activation of its last convolution, for a ResNet its
+    last stage, for an EfficientNet its activated head convolution.
     """
     maps = _spatial_maps(layer_outputs(model, x[:1], forward))
     if not maps:

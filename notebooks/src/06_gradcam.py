@@ -124,7 +124,9 @@ for m in found.models:
 # ## 3 · The same test images, explained by the three models
 #
 # One call per model computes the maps of every scored image (each explains the class
-# that model predicts). The figure shows a few images of different classes: each row is
+# that model predicts). Grad-CAM prepares each model's input itself; the share of images
+# on which its prediction matches the model's own `predict_proba` checks that it feeds
+# the model what the model expects. The figure shows a few images of different classes: each row is
 # an image, each column a model, titled with its prediction (green when right, red when
 # wrong). The white outline is the object and the cross the map's maximum.
 
@@ -135,9 +137,11 @@ for name, clf in models.items():
     cams[name] = gc.gradcam(clf, images, layers[name], method=settings.method,
                             batch_size=settings.batch_size)
     cam_seconds[name] = time.perf_counter() - t
+    agree = (clf.predict_proba(images).argmax(axis=1) == cams[name].predictions).mean()
     print(f"{name:<13} {len(images)} maps in {cam_seconds[name]:.2f} s "
           f"({1000 * cam_seconds[name] / len(images):.1f} ms per image), "
-          f"layer grid {cams[name].raw.shape[1]}x{cams[name].raw.shape[2]}")
+          f"layer grid {cams[name].raw.shape[1]}x{cams[name].raw.shape[2]}, "
+          f"same prediction as predict_proba on {agree:.0%}")
 
 # %%
 shown = example_indices(labels, settings.n_images, seed=cfg.values["seed"])
@@ -170,6 +174,8 @@ for name, clf in models.items():
     right = np.flatnonzero(cam.predictions == labels)[:k]
     wrong = np.flatnonzero(cam.predictions != labels)[:k]
     idx = np.concatenate([right, wrong])
+    if len(idx) == 0:
+        continue
     runner_up = np.argsort(cam.probs[idx], axis=1)[:, -2]
     other = np.where(cam.predictions[idx] == labels[idx], runner_up, labels[idx])
     other_maps = gc.gradcam(clf, images[idx], layers[name], target_class=other,
