@@ -408,6 +408,7 @@ def measure_runs(
     throughput_batches: int = 5,
     budget_s: float | None = None,
     isolate: bool = True,
+    threads: int = 0,
     loader: Callable[..., Any] | str | None = None,
     check_reload: bool = True,
     timeout_s: float = 900.0,
@@ -424,6 +425,9 @@ def measure_runs(
     compiler stack after TensorFlow can segfault), and a model that crashes is
     reported instead of stopping the notebook. ``loader`` is then ``None`` or a
     ``"module:function"`` string; in-process (``isolate=False``) it may be any callable.
+    ``threads`` > 0 gives every isolated model the same number of CPU threads
+    (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``TF_NUM_INTRAOP_THREADS``); 0 keeps
+    each framework's default.
 
     A model that cannot be found, loaded or run gets a :class:`SpeedResult` whose
     ``error`` says why; the others are still measured. With ``check_reload`` (pass
@@ -459,7 +463,7 @@ def measure_runs(
         try:
             if isolate:
                 figures = _measure_isolated(folder, images, reference, settings, device,
-                                            loader, timeout_s)
+                                            loader, timeout_s, threads)
             else:
                 figures = _measure_here(folder, images, reference, settings, device, loader)
         except Exception as exc:  # noqa: BLE001 - one broken model must not stop the others
@@ -473,6 +477,11 @@ def measure_runs(
         res.latency_repeats = int(figures["latency_repeats"])
         res.throughput_batches = int(figures["throughput_batches"])
     return results
+
+
+# environment variables that set the CPU threads of PyTorch, NumPy's BLAS and TensorFlow
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                     "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 class MeasureError(RuntimeError):
@@ -510,7 +519,7 @@ def _measure_here(folder: Path, images: np.ndarray, reference: np.ndarray | None
 
 def _measure_isolated(folder: Path, images: np.ndarray, reference: np.ndarray | None,
                       settings: dict[str, Any], device: str, loader: str | None,
-                      timeout_s: float) -> dict[str, Any]:
+                      timeout_s: float, threads: int = 0) -> dict[str, Any]:
     """Measure one model in a fresh ``python -m nbutils.compare JOB.json`` process."""
     with tempfile.TemporaryDirectory(prefix="nbutils-measure-") as tmp:
         work = Path(tmp)
@@ -522,9 +531,12 @@ def _measure_isolated(folder: Path, images: np.ndarray, reference: np.ndarray | 
                "reference": str(work / "reference.npy") if reference is not None else None,
                "result": str(work / "result.json")}
         (work / "job.json").write_text(json.dumps(job))
+        env = dict(os.environ)
+        if threads > 0:
+            env.update({name: str(threads) for name in _THREAD_VARIABLES})
         try:
             proc = subprocess.run([sys.executable, "-m", "nbutils.compare", str(work / "job.json")],
-                                  capture_output=True, text=True, timeout=timeout_s)
+                                  capture_output=True, text=True, timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired as exc:
             raise MeasureError(f"measuring took longer than {timeout_s:.0f} s") from exc
         if proc.returncode != 0:
@@ -770,7 +782,7 @@ def disagreements(runset: RunSet, limit: int | None = None) -> dict[str, Any]:
     """Test images on which the models do not all predict the same class.
 
     Returns a dict with ``indices`` (most-split first: by the number of distinct
-    predictions, then images nobody gets right, then index), the per-model
+    predictions, then images some model gets right, then index), the per-model
     ``preds`` (models x images) and counts: ``n_test``, ``all_agree``,
     ``all_agree_right``, ``all_agree_wrong``, ``disagree``, ``some_right`` (among
     disagreements, at least one model right) and ``oracle_accuracy`` (right if
@@ -786,7 +798,7 @@ def disagreements(runset: RunSet, limit: int | None = None) -> dict[str, Any]:
     agree = distinct == 1
     any_right = (preds == labels).any(axis=0)
     idx = np.flatnonzero(~agree)
-    order = np.lexsort((idx, any_right[idx], -distinct[idx]))
+    order = np.lexsort((idx, ~any_right[idx], -distinct[idx]))
     idx = idx[order]
     if limit is not None:
         idx = idx[:limit]

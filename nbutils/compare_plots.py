@@ -11,6 +11,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import EngFormatter, NullFormatter
 
 from . import plots
 from .compare import Comparison, EnsembleResult, RunSet
@@ -41,6 +42,10 @@ def plot_accuracy_vs(table: Any, column: str, xlabel: str, log: bool = True,
                     ms=12 if is_ens else 7, capsize=3, label=label)
     if log and len(shown) and (shown[column] > 0).all():
         ax.set_xscale("log")
+        low, high = float(shown[column].min()), float(shown[column].max())
+        ax.xaxis.set_major_formatter(EngFormatter(sep=" "))
+        # label minor ticks too when the data span less than a decade
+        ax.xaxis.set_minor_formatter(EngFormatter(sep=" ") if high < 10 * low else NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (95% interval)")
     ax.grid(alpha=0.3)

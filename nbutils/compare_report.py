@@ -118,6 +118,12 @@ def significance_markdown(pairwise: Any) -> str:
                                  "only a / only b right", "McNemar p", "p < 0.05"])
 
 
+def _threads_note(threads: Any) -> str:
+    if not threads:
+        return ""
+    return f" with {threads} CPU thread{'s' if threads != 1 else ''} per model"
+
+
 def render_report(comparison: Comparison, figures: Sequence[str] = ()) -> str:
     """The Markdown report: setting, table, per-class errors, ensemble, tests, figures."""
     rs = comparison.runset
@@ -150,7 +156,8 @@ def render_report(comparison: Comparison, figures: Sequence[str] = ()) -> str:
         f"{st.get('latency_repeats', '?')} batch-1 calls after {st.get('warmup_repeats', '?')} "
         f"warm-up calls) and throughput (median of up to {st.get('throughput_batches', '?')} "
         f"batches of {batch}; each kind stops early after {st.get('time_budget_s', '?')} s) "
-        f"were measured here with one harness on `{device}`, on the same test images, "
+        f"were measured here with one harness on `{device}`"
+        f"{_threads_note(st.get('threads'))}, on the same test images, "
         "from uint8 input to probabilities. Training time and peak memory come from the runs' "
         "records (peak host RSS of the training process / peak GPU memory). For the ensemble, "
         "parameters, size, training time and latency are sums over its members.",

@@ -125,12 +125,13 @@ def three_runs(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
 def runset_from(probs_list: list[np.ndarray], labels: np.ndarray) -> compare.RunSet:
     """A RunSet from arrays alone (no files)."""
     runs = []
+    names = (CLASSES + ["d", "e", "f"])
     for i, probs in enumerate(probs_list):
         rec = RunRecord(
             notebook=f"0{i + 2}_m{i}", framework="numpy", model=f"m{i}", dataset=DATASET,
-            profile=PROFILE, seed=0, config={}, class_names=CLASSES[:probs.shape[1]],
+            profile=PROFILE, seed=0, config={}, class_names=names[:probs.shape[1]],
             num_params=10, train_seconds=1.0, history=[],
-            test=classification_metrics(labels, probs, CLASSES[:probs.shape[1]]),
+            test=classification_metrics(labels, probs, names[:probs.shape[1]]),
             peak_memory_mb={}, library_versions={}, device={})
         runs.append(compare.Run(rec, f"m{i}", np.asarray(probs, float), np.asarray(labels)))
     return compare.RunSet(DATASET, "shapes", PROFILE, Path("."), runs)
@@ -288,17 +289,21 @@ def test_wilson_interval_known_values():
 
 
 def test_disagreements_counts_and_order():
-    labels = np.array([0, 1, 2, 0, 1])
-    preds = [np.array([0, 1, 2, 1, 0]), np.array([0, 1, 0, 2, 0]), np.array([0, 1, 1, 0, 0])]
-    rs = runset_from([np.eye(3)[p] for p in preds], labels)
+    labels = np.zeros(6, dtype=int)
+    preds = np.array([[0, 1, 0, 1, 0, 1],   # model a
+                      [0, 1, 1, 2, 1, 1],   # model b
+                      [0, 2, 0, 3, 2, 1]])  # model c
+    # image 0: all right; 1: two guesses, none right; 2: two guesses, some right;
+    # 3: three guesses, none right; 4: three guesses, one right; 5: all agree, wrong
+    rs = runset_from([np.eye(4)[p] for p in preds], labels)
     d = compare.disagreements(rs)
-    # image 3: three distinct guesses (one right); image 2: three distinct, one right;
-    # image 4: all agree (wrong); images 0, 1: all agree (right)
-    assert d["all_agree"] == 3 and d["all_agree_right"] == 2 and d["all_agree_wrong"] == 1
-    assert d["disagree"] == 2 and d["some_right"] == 2
-    assert list(d["indices"]) == [2, 3]
-    assert d["oracle_accuracy"] == pytest.approx(4 / 5)
-    assert len(compare.disagreements(rs, limit=1)["indices"]) == 1
+    assert d["all_agree"] == 2 and d["all_agree_right"] == 1 and d["all_agree_wrong"] == 1
+    assert d["disagree"] == 4 and d["some_right"] == 2
+    assert list(d["indices"]) == [4, 3, 2, 1]  # most split first, then some model right
+    assert d["oracle_accuracy"] == pytest.approx(3 / 6)
+    assert list(compare.disagreements(rs, limit=1)["indices"]) == [4]
+    empty = compare.disagreements(runset_from([], labels[:0]))
+    assert empty["n_test"] == 0 and len(empty["indices"]) == 0
 
 
 def test_per_class_table_error_is_one_minus_recall():
@@ -395,7 +400,7 @@ def load(model_dir, device="cpu"):
     if "crash" in str(model_dir):
         os.kill(os.getpid(), signal.SIGSEGV)
     if "broken" in str(model_dir):
-        raise RuntimeError("weights are corrupt")
+        raise RuntimeError(f"weights are corrupt (threads={os.environ.get('OMP_NUM_THREADS')})")
     return Clf()
 """
 
@@ -412,12 +417,13 @@ def test_isolated_measurement_survives_crashes(tmp_path, monkeypatch):
     assert [r.record.notebook for r in rs.runs] == [r.notebook for r in runs]
     speed = compare.measure_runs(rs, images, batch_size=4, latency_repeats=3, warmup_repeats=1,
                                  throughput_batches=2, loader="fake_loader_mod:load",
-                                 progress=False)
+                                 threads=1, progress=False)
     ok, crash, broken = (speed[r.label] for r in rs.runs)
     assert ok.error is None and ok.latency_repeats == 3 and ok.reload_agreement == 1.0
     assert ok.load_seconds is not None and ok.throughput_ips > 0
     assert "crashed with signal 11 (SIGSEGV)" in crash.error
     assert "exited with status 1: RuntimeError: weights are corrupt" in broken.error
+    assert "(threads=1)" in broken.error  # every model got the same thread count
     with pytest.raises(TypeError, match="module:function"):
         compare.measure_runs(rs, images, loader=lambda *a, **k: None)
     bad = compare.measure_runs(rs, images, loader="no-colon", isolate=False, progress=False)
@@ -436,7 +442,7 @@ def test_table_report_and_figures_on_fake_records(three_runs, fake_framework, tm
                                  progress=False)
     assert all(s.reload_agreement == 1.0 for s in speed.values())
     comp = compare.build_comparison(rs, speed, ece_bins=10, n_boot=200, n_disagreements=8,
-                                    settings={"batch_size": 8, "device": "cpu"})
+                                    settings={"batch_size": 8, "device": "cpu", "threads": 2})
     table = comp.table
     assert len(table) == 4 and comp.ensemble is not None
     first = rs.runs[0]
@@ -469,6 +475,7 @@ def test_table_report_and_figures_on_fake_records(three_runs, fake_framework, tm
         assert f"| {run.label} |" in text
     assert "accuracy [95% CI]" in text and "img/s (b=8)" in text
     assert "80.0% [" in text  # the first model's accuracy, 24 of 30
+    assert "on `cpu` with 2 CPU threads per model" in text
     assert "Timing details:" in text and "(2 batches)" in text
     assert "## Ensemble" in text and "McNemar p" in text and "![reliability](reliability.png)" in text
     csv = (target / "table.csv").read_text().splitlines()

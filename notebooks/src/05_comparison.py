@@ -22,7 +22,7 @@
 #
 # The notebook imports no deep learning framework itself: each saved model is reloaded
 # through `nbutils.inference.load_classifier`, which imports only that model's framework,
-# one model at a time.
+# one model at a time, each in its own short-lived Python process.
 
 # %% tags=["parameters"]
 profile = "auto"       # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
@@ -38,7 +38,6 @@ latency_repeats = None # None = the profile's value (batch-1 calls timed per mod
 
 # %%
 # NBVAL_CHECK_OUTPUT
-import numpy as np
 from IPython.display import Markdown, display
 
 import nbutils
@@ -115,8 +114,10 @@ for acc in (0.5, 0.8, 0.95):
 # Each model is measured in a **fresh Python process** (`isolate: true`), one after the
 # other: a framework's thread pools and memory cannot slow down the next model, and the
 # frameworks cannot clash inside one process (importing PyTorch's compiler stack after
-# TensorFlow can crash it). Nothing else should run on the machine meanwhile: on a
-# busy machine the timings say more about the neighbours than about the models.
+# TensorFlow can crash it). Every model gets the same number of CPU threads when
+# `threads` is set (0 leaves each framework its default). Nothing else should run on the
+# machine meanwhile: on a busy machine the timings say more about the neighbours than
+# about the models.
 
 # %%
 if settings.measure_speed and runs.runs:
@@ -124,7 +125,7 @@ if settings.measure_speed and runs.runs:
         runs, data.test.images, device=cfg.device, batch_size=settings.batch_size,
         latency_repeats=settings.latency_repeats, warmup_repeats=settings.warmup_repeats,
         throughput_batches=settings.throughput_batches, budget_s=settings.time_budget_s,
-        isolate=settings.isolate, check_reload=same_images)
+        isolate=settings.isolate, threads=settings.threads, check_reload=same_images)
 else:
     speed = {}
 print(compare.speed_summary(speed))
@@ -142,7 +143,7 @@ print(compare.speed_summary(speed))
 # | ECE | expected calibration error: how far confidence is from accuracy (0 = calibrated) |
 # | params | trainable and frozen parameters of the model |
 # | size MiB | the saved model folder on disk |
-# | train s | training time recorded by the notebook (depends on its profile and epochs) |
+# | train s | training time recorded by the notebook, for its own number of epochs (`epochs` in `table.csv`) |
 # | latency ms (b=1) | median time to classify one image, measured above |
 # | img/s (b=N) | throughput at the common batch size, measured above |
 # | peak MiB host/dev | peak memory of the training process (host RSS / GPU) from the record |
