@@ -43,8 +43,10 @@ cfg = nbutils.setup(profile, model="eda", dataset=dataset, image_size=image_size
 # the training split only, so nothing about the test images leaks into training.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 data = load_for(cfg)
+
+# %%
+# NBVAL_CHECK_OUTPUT
 print(data.summary())
 
 # %% [markdown]
