@@ -183,6 +183,10 @@ per_class_table(record)
 # *validation* split; the test split is kept for the final model above. The training
 # accuracy is measured while training, with dropout and augmentation on; a large gap between
 # it and the validation accuracy is overfitting.
+#
+# Read the table with its budget in mind: after a few epochs, regularisers (dropout,
+# augmentation) often look *worse*, because they make the training task harder. They pay off
+# over a full run, when the unregularised model has started to memorise the training set.
 
 # %%
 if cfg.model.ablation:
@@ -200,7 +204,12 @@ if cfg.model.ablation:
 #
 # The same model trained for one epoch from the `tf.data` pipeline and from plain numpy
 # arrays (`model.fit(x, y)`), then predicting the training images both ways. The full
-# benchmark is `python -m nbutils.bench keras`.
+# benchmark is `python -m nbutils.bench keras`. Compare the CPU milliseconds per image as
+# well as the images per second: wall-clock time also counts whatever else the machine is
+# doing. Here the whole split is small, already decoded and in memory, and the model does
+# its own preprocessing, so there is little for the pipeline to overlap; `tf.data` earns its
+# keep when decoding, resizing or augmentation run in the input pipeline, or when the data
+# do not fit in memory.
 
 # %%
 from nbutils.benchmarks.keras_bench import compare_pipelines, format_result
