@@ -561,7 +561,13 @@ def test_deletion_curve_rewards_the_map_that_finds_the_evidence() -> None:
     # saliency curve: 1, 0, 0, 0, 0 -> AUC = 0.125 (trapezoid)
     assert res.auc_saliency == pytest.approx(0.125)
     assert res.auc_random > res.auc_saliency and res.win_rate == 1.0
-    assert res.to_dict()["n_images"] == n
+    assert res.to_dict()["n_images"] == n and res.auc_random_smooth is None
+    smooth = ge.deletion_curve(predict, images, good, np.zeros(n, int), steps=4,
+                               baseline="mean", smooth_grid=(2, 2))
+    np.testing.assert_allclose(smooth.saliency, res.saliency)
+    assert smooth.random_smooth.shape == (5,) and smooth.per_image_random_smooth.shape == (n, 5)
+    assert smooth.auc_random_smooth > smooth.auc_saliency
+    assert len(smooth.to_dict()["curve_random_smooth"]) == 5
     bad = 1.0 - good
     worse = ge.deletion_curve(predict, images, bad, np.zeros(n, int), steps=4, baseline="black")
     assert worse.auc_saliency > res.auc_random
@@ -744,7 +750,8 @@ def test_overlay_and_figures() -> None:
     fig = gp.plot_randomization(images, {"A": rnd, "B": rnd}, n=2)
     assert len(fig.axes) == 2 * 5
     dele = ge.DeletionResult(np.linspace(0, 1, 3), np.array([1, 0.5, 0]),
-                             np.array([1, 0.8, 0]), np.zeros((1, 3)), np.zeros((1, 3)))
+                             np.array([1, 0.8, 0]), np.zeros((1, 3)), np.zeros((1, 3)),
+                             np.array([1, 0.9, 0]), np.zeros((1, 3)))
     fig = gp.plot_deletion({"A": dele}, "t")
     assert len(fig.axes) == 1
 

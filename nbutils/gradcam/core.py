@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METHODS", "CAMResult", "cam_weights", "compute_cam", "normalize_maps",
+__all__ = ["METHODS", "CAMResult", "cam_weights", "compute_cam", "is_constant", "normalize_maps",
            "resize_bilinear", "resolve_targets"]
 
 METHODS = ("gradcam", "gradcam++")
@@ -71,7 +71,10 @@ def cam_weights(activations: np.ndarray, gradients: np.ndarray, method: str = "g
         g3 = g2 * gradients
         sum_a = activations.sum(axis=(2, 3), keepdims=True)
         denom = 2.0 * g2 + sum_a * g3
-        alpha = np.where(gradients != 0, g2 / np.where(np.abs(denom) > _EPS, denom, _EPS), 0.0)
+        # the usual small constant in the denominator, relative to each image's scale
+        eps = _EPS * np.abs(denom).max(axis=(1, 2, 3), keepdims=True)
+        safe = np.where(np.abs(denom) > eps, denom, np.where(denom < 0, -eps, eps))
+        alpha = np.where((gradients != 0) & (eps > 0), g2 / np.where(safe != 0, safe, 1.0), 0.0)
         return (alpha * np.maximum(gradients, 0.0)).sum(axis=(2, 3))
     raise ValueError(f"Unknown Grad-CAM method {method!r}; use one of {METHODS}")
 
@@ -89,12 +92,25 @@ def compute_cam(activations: np.ndarray, gradients: np.ndarray, method: str = "g
     return np.maximum(cam, 0.0).astype(np.float32)
 
 
+def is_constant(maps: np.ndarray, rtol: float = 1e-5) -> np.ndarray:
+    """(N,) whether each map is constant, relative to its own scale (all zero included).
+
+    The test is relative because the scale of a map means nothing: a network with
+    small activations (freshly initialised, say) has maps of 1e-10 that still rank
+    positions.
+    """
+    m = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    lo, hi = m.min(axis=1), m.max(axis=1)
+    return (hi - lo) <= rtol * np.maximum(np.abs(lo), np.abs(hi))
+
+
 def normalize_maps(maps: np.ndarray) -> np.ndarray:
     """Scale each map to [0, 1] by its min and max; constant maps become zeros."""
-    m = np.asarray(maps, dtype=np.float32)
+    m = np.asarray(maps, dtype=np.float64)
     lo = m.min(axis=(1, 2), keepdims=True)
     span = m.max(axis=(1, 2), keepdims=True) - lo
-    out = np.where(span > _EPS, (m - lo) / np.maximum(span, _EPS), 0.0)
+    flat = is_constant(m)[:, None, None]
+    out = np.where(flat, 0.0, (m - lo) / np.where(flat, 1.0, span))
     return out.astype(np.float32)
 
 

@@ -9,7 +9,8 @@
   describing the image (edges, colour), not the model.
 - Deletion (Petsiuk et al., 2018): remove the most salient pixels first and watch
   the class probability fall; a faithful map makes it fall faster than a random
-  order of the same pixels (lower area under the curve).
+  order of the same pixels (lower area under the curve), and faster than random
+  blobs as coarse as the map.
 
 Everything here works on numpy arrays; only :func:`randomization_check` calls a model.
 """
@@ -45,8 +46,9 @@ def mask_area(masks: np.ndarray) -> np.ndarray:
 
 def empty_maps(maps: np.ndarray) -> np.ndarray:
     """(N,) bool: maps that are constant (usually all zero: no positive evidence anywhere)."""
-    m = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
-    return m.max(axis=1) - m.min(axis=1) <= 1e-7
+    from .core import is_constant
+
+    return is_constant(maps)
 
 
 def pointing_hits(maps: np.ndarray, masks: np.ndarray, tolerance: int = 0) -> np.ndarray:
@@ -179,47 +181,60 @@ def randomization_check(model: Any, images: np.ndarray, *, info: Any = None,
 
 @dataclass
 class DeletionResult:
-    """Mean probability of the explained class as pixels are removed, two orders."""
+    """Mean probability of the explained class as pixels are removed, in three orders.
+
+    ``saliency`` follows the map, ``random`` a random order of pixels and, when
+    asked for, ``random_smooth`` a random map as coarse as the explained layer (the
+    same blob-shaped deletions as the map, in random places).
+    """
 
     fractions: np.ndarray
     saliency: np.ndarray
     random: np.ndarray
     per_image_saliency: np.ndarray = field(repr=False)
     per_image_random: np.ndarray = field(repr=False)
+    random_smooth: np.ndarray | None = None
+    per_image_random_smooth: np.ndarray | None = field(default=None, repr=False)
 
-    @staticmethod
-    def _auc(x: np.ndarray, y: np.ndarray) -> float:
-        return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2.0)
+    def _auc(self, y: np.ndarray) -> np.ndarray | float:
+        """Trapezoid area under ``y`` over the deleted fractions (last axis)."""
+        return np.sum((y[..., 1:] + y[..., :-1]) * np.diff(self.fractions), axis=-1) / 2.0
 
     @property
     def auc_saliency(self) -> float:
         """Area under the saliency-order curve (lower: the map found what matters)."""
-        return self._auc(self.fractions, self.saliency)
+        return float(self._auc(self.saliency))
 
     @property
     def auc_random(self) -> float:
         """Area under the random-order curve."""
-        return self._auc(self.fractions, self.random)
+        return float(self._auc(self.random))
+
+    @property
+    def auc_random_smooth(self) -> float | None:
+        """Area under the random-smooth-map curve, if computed."""
+        return None if self.random_smooth is None else float(self._auc(self.random_smooth))
 
     @property
     def win_rate(self) -> float:
         """Share of images whose saliency-order AUC is below their random-order AUC."""
-        f = self.fractions
-        s = np.sum((self.per_image_saliency[:, 1:] + self.per_image_saliency[:, :-1])
-                   * np.diff(f), axis=1)
-        r = np.sum((self.per_image_random[:, 1:] + self.per_image_random[:, :-1])
-                   * np.diff(f), axis=1)
-        return float((s < r).mean())
+        return float((self._auc(self.per_image_saliency)
+                      < self._auc(self.per_image_random)).mean())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers for a JSON record."""
-        return {"auc_saliency": round(self.auc_saliency, 4),
-                "auc_random": round(self.auc_random, 4),
-                "win_rate": round(self.win_rate, 4),
-                "fractions": [round(float(v), 4) for v in self.fractions],
-                "curve_saliency": [round(float(v), 4) for v in self.saliency],
-                "curve_random": [round(float(v), 4) for v in self.random],
-                "n_images": int(len(self.per_image_saliency))}
+        def r(v: Any) -> Any:
+            return None if v is None else round(float(v), 4)
+        out = {"auc_saliency": r(self.auc_saliency), "auc_random": r(self.auc_random),
+               "auc_random_smooth": r(self.auc_random_smooth),
+               "win_rate": r(self.win_rate),
+               "fractions": [r(v) for v in self.fractions],
+               "curve_saliency": [r(v) for v in self.saliency],
+               "curve_random": [r(v) for v in self.random],
+               "n_images": int(len(self.per_image_saliency))}
+        if self.random_smooth is not None:
+            out["curve_random_smooth"] = [r(v) for v in self.random_smooth]
+        return out
 
 
 def _baseline(images: np.ndarray, kind: str) -> np.ndarray:
@@ -233,7 +248,7 @@ def _baseline(images: np.ndarray, kind: str) -> np.ndarray:
         return uniform_filter(x, size=(1, size, size, 1), mode="reflect")
     if kind == "black":
         return np.zeros_like(x)
-    raise ValueError(f"Unknown deletion baseline {kind!r}; use 'mean', 'blur' or 'black'")
+    raise ValueError(f"Unknown deletion baseline {kind!r}; use 'blur', 'mean' or 'black'")
 
 
 def deletion_curve(
@@ -242,8 +257,9 @@ def deletion_curve(
     maps: np.ndarray,
     classes: np.ndarray,
     steps: int = 10,
-    baseline: str = "mean",
+    baseline: str = "blur",
     seed: int = 0,
+    smooth_grid: tuple[int, int] | None = None,
 ) -> DeletionResult:
     """Probability of ``classes`` as the top-k% most salient pixels are replaced.
 
@@ -253,14 +269,21 @@ def deletion_curve(
         maps: (N, H, W) saliency on the images' grid.
         classes: (N,) the class whose probability is tracked (the explained class).
         steps: the curve has ``steps + 1`` points, from 0% to 100% deleted.
-        baseline: what a deleted pixel becomes: ``mean`` (the image's mean colour),
-            ``blur`` (a heavily blurred copy) or ``black``.
-        seed: for the random order and for breaking ties between equal map values.
+        baseline: what a deleted pixel becomes: ``blur`` (the pixel of a heavily
+            blurred copy: information goes, no new edges appear), ``mean`` (the
+            image's mean colour) or ``black``.
+        seed: for the random orders and for breaking ties between equal map values.
+        smooth_grid: (h, w) of the explained layer; adds the control ``random_smooth``,
+            random maps on that grid enlarged like the Grad-CAM maps. Scattered
+            single pixels (the plain random order) look like noise to a CNN; blobs
+            in random places separate "where" from "what shape".
 
     Returns:
-        A :class:`DeletionResult`; all (N x (steps + 1)) x 2 images go through
+        A :class:`DeletionResult`; all the modified images go through
         ``predict_proba`` in one call.
     """
+    from .core import resize_bilinear
+
     imgs = np.asarray(images)
     m = np.asarray(maps, dtype=np.float32)
     n, h, w = m.shape
@@ -268,9 +291,14 @@ def deletion_curve(
         raise ValueError(f"images {imgs.shape} and maps {m.shape} must share N, H and W")
     rng = np.random.default_rng(seed)
     p = h * w
-    jitter = rng.random((n, p))
-    order_sal = np.lexsort((jitter, -m.reshape(n, p)), axis=1)  # most salient first
-    order_rand = np.argsort(rng.random((n, p)), axis=1)
+
+    def order_of(saliency: np.ndarray) -> np.ndarray:  # most salient first, ties at random
+        return np.lexsort((rng.random((n, p)), -saliency.reshape(n, p)), axis=1)
+
+    orders = [order_of(m), np.argsort(rng.random((n, p)), axis=1)]
+    if smooth_grid is not None:
+        coarse = rng.random((n, int(smooth_grid[0]), int(smooth_grid[1]))).astype(np.float32)
+        orders.append(order_of(resize_bilinear(coarse, (h, w))))
     fractions = np.linspace(0.0, 1.0, steps + 1)
     counts = np.round(fractions * p).astype(np.int64)
     base = _baseline(imgs, baseline)
@@ -284,14 +312,18 @@ def deletion_curve(
         mixed = np.where(deleted, base[None], img_f[None])
         return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
-    batch = np.concatenate([composites(order_sal), composites(order_rand)])  # (2(S+1), N, ...)
+    batch = np.concatenate([composites(o) for o in orders])  # (orders x (S+1), N, H, W, 3)
     probs = np.asarray(predict_proba(batch.reshape(-1, h, w, imgs.shape[3])))
-    probs = probs.reshape(2, len(counts), n, -1)
+    probs = probs.reshape(len(orders), len(counts), n, -1)
     cls = np.asarray(classes, dtype=np.int64)
-    tracked = np.take_along_axis(probs, cls[None, None, :, None], axis=3)[..., 0]  # (2, S+1, N)
-    sal, rnd = tracked[0].T, tracked[1].T
-    return DeletionResult(fractions=fractions, saliency=sal.mean(axis=0), random=rnd.mean(axis=0),
-                          per_image_saliency=sal, per_image_random=rnd)
+    tracked = np.take_along_axis(probs, cls[None, None, :, None], axis=3)[..., 0]
+    per = [t.T for t in tracked]  # each (N, S+1)
+    smooth = per[2] if smooth_grid is not None else None
+    return DeletionResult(fractions=fractions, saliency=per[0].mean(axis=0),
+                          random=per[1].mean(axis=0), per_image_saliency=per[0],
+                          per_image_random=per[1],
+                          random_smooth=None if smooth is None else smooth.mean(axis=0),
+                          per_image_random_smooth=smooth)
 
 
 @dataclass
@@ -326,7 +358,7 @@ def evaluate_model(
     model: Any, images: np.ndarray, labels: np.ndarray, masks: np.ndarray, *,
     label: str = "", target_layer: str | None = None, method: str = "gradcam",
     n_randomization: int = 48, n_deletion: int = 64, deletion_steps: int = 10,
-    deletion_baseline: str = "mean", tolerance: int = 0, seed: int = 0, batch_size: int = 32,
+    deletion_baseline: str = "blur", tolerance: int = 0, seed: int = 0, batch_size: int = 32,
 ) -> ModelReport:
     """Grad-CAM of a reloaded classifier on ``images``, then localisation, randomisation, deletion.
 
@@ -363,7 +395,8 @@ def evaluate_model(
     t = _time.perf_counter()
     k = min(n_deletion, len(images))
     dele = deletion_curve(model.predict_proba, images[:k], cam.maps[:k], cam.class_idx[:k],
-                          steps=deletion_steps, baseline=deletion_baseline, seed=seed)
+                          steps=deletion_steps, baseline=deletion_baseline, seed=seed,
+                          smooth_grid=cam.raw.shape[1:])
     seconds["deletion"] = _time.perf_counter() - t
     return ModelReport(label=label or type(native).__name__, framework=cam.framework,
                        layer=cam.layer, method=method, accuracy=float(correct.mean()), cam=cam,

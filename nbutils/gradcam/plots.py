@@ -213,7 +213,10 @@ def plot_deletion(curves: Mapping[str, Any], title: str = "") -> plt.Figure:
         d = curves[name]
         ax.plot(d.fractions, d.saliency, "-o", ms=3,
                 label=f"Grad-CAM order (AUC {d.auc_saliency:.2f})")
-        ax.plot(d.fractions, d.random, "-s", ms=3, label=f"random order (AUC {d.auc_random:.2f})")
+        ax.plot(d.fractions, d.random, "-s", ms=3, label=f"random pixels (AUC {d.auc_random:.2f})")
+        if d.random_smooth is not None:
+            ax.plot(d.fractions, d.random_smooth, "-^", ms=3,
+                    label=f"random blobs (AUC {d.auc_random_smooth:.2f})")
         ax.set_xlabel("share of pixels removed")
         ax.set_ylabel("probability of the class")
         ax.set_ylim(0, 1.02)

@@ -192,7 +192,7 @@ def format_summary(models: dict[str, dict[str, Any]]) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     lines = [f"{'model':<13} {'acc':>6} {'pointing':>9} {'energy':>7} {'chance':>7} "
-             f"{'rand. rho':>9} {'del. AUC':>9} {'random':>7}  layer", "-" * 96]
+             f"{'rand. rho':>9} {'del. AUC':>9} {'random':>7} {'blobs':>7}  layer", "-" * 104]
     for name, m in models.items():
         loc = m.get("localisation") or {}
         rnd = m.get("randomization") or {}
@@ -200,7 +200,8 @@ def format_summary(models: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{name:<13} {num(m.get('accuracy_on_scored_images')):>6} "
                      f"{num(loc.get('pointing_game')):>9} {num(loc.get('energy')):>7} "
                      f"{num(loc.get('chance')):>7} {num(rnd.get('rank_correlation_mean')):>9} "
-                     f"{num(dele.get('auc_saliency')):>9} {num(dele.get('auc_random')):>7}  "
+                     f"{num(dele.get('auc_saliency')):>9} {num(dele.get('auc_random')):>7} "
+                     f"{num(dele.get('auc_random_smooth')):>7}  "
                      f"{m.get('layer', '')}")
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ own forward function.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -264,26 +265,45 @@ def forward_backward(
             logits.detach().float().cpu().numpy(), target.cpu().numpy().astype(np.int64))
 
 
+def _reinit(module: nn.Module) -> bool:
+    """Re-initialise one module's own parameters; ``False`` if it has no rule."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        fan_out = module.out_channels // module.groups * math.prod(module.kernel_size)
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))  # He, fan-out
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+        return True
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.01)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+        return True
+    if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
+        module.reset_parameters()  # normalisation layers: unit scale, zero shift
+        if hasattr(module, "reset_running_stats"):
+            module.reset_running_stats()
+        return True
+    return False
+
+
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     """A copy of ``model`` with every weight re-initialised (Adebayo et al. 2018).
 
-    Modules with ``reset_parameters`` (convolutions, linear and normalisation
-    layers, including their running statistics) are reset to their initial
-    distribution; any other parameter (position embeddings, class tokens, layer
-    scales) is drawn from N(0, 0.02).
+    The usual CNN initialisation, so that activations neither vanish nor explode
+    through a deep network: He-normal (fan-out) convolutions, N(0, 0.01) linear
+    layers, normalisation layers reset (unit scale, zero shift, fresh running
+    statistics). Other parameters (position embeddings, class tokens, layer
+    scales) are drawn from N(0, 0.02). The global random state is left as it was.
     """
     clone = copy.deepcopy(model)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
         covered: set[int] = set()
-        for module in clone.modules():
-            if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
-                module.reset_parameters()
-                covered.update(id(p) for p in module.parameters(recurse=False))
-                if hasattr(module, "reset_running_stats"):
-                    module.reset_running_stats()
         with torch.no_grad():
+            for module in clone.modules():
+                if _reinit(module):
+                    covered.update(id(p) for p in module.parameters(recurse=False))
             for p in clone.parameters():
                 if id(p) not in covered:
                     p.normal_(0.0, 0.02)

@@ -289,9 +289,12 @@ plt.show()
 #
 # If the map is faithful to the model, removing the pixels it ranks highest should make
 # the model lose confidence fast. We replace the top 0%, 10%, …, 100% of pixels (by map
-# value) with each image's mean colour and track the probability of the explained class;
-# the same with a random order of pixels. **Lower area under the curve is better**, and
-# the *win rate* is the share of images where Grad-CAM's order beats the random one.
+# value) with the same pixels of a heavily blurred copy (the information goes, no new
+# edges appear) and track the probability of the explained class. Two controls remove
+# the same number of pixels in a random order: scattered single pixels, and random
+# blobs as coarse as the explained layer (a random map on the layer's grid, enlarged
+# like the Grad-CAM map). **Lower area under the curve is better**; the *win rate* is
+# the share of images where Grad-CAM's order beats the random pixels.
 
 # %%
 deletion = {}
@@ -301,12 +304,19 @@ for name, clf in models.items():
     deletion[name] = ge.deletion_curve(clf.predict_proba, images[:n_del], cam.maps[:n_del],
                                        cam.class_idx[:n_del], steps=settings.deletion_steps,
                                        baseline=settings.deletion_baseline,
-                                       seed=cfg.values["seed"])
+                                       seed=cfg.values["seed"], smooth_grid=cam.raw.shape[1:])
     d = deletion[name]
-    print(f"{name:<13} deletion AUC: Grad-CAM order {d.auc_saliency:.3f}, random order "
-          f"{d.auc_random:.3f}, Grad-CAM better on {d.win_rate:.0%} of {n_del} images")
+    print(f"{name:<13} deletion AUC: Grad-CAM order {d.auc_saliency:.3f}, random pixels "
+          f"{d.auc_random:.3f}, random blobs {d.auc_random_smooth:.3f}; Grad-CAM better than "
+          f"random pixels on {d.win_rate:.0%} of {n_del} images")
 fig = gp.plot_deletion(deletion, title="deletion curves (lower is more faithful)")
 plt.show()
+
+# %% [markdown]
+# The baseline matters. Replacing pixels with a flat colour (`deletion_baseline: mean`)
+# draws new edges into a small image, and scattered flat pixels look like noise to a CNN:
+# with that baseline a random order can hurt a model more than Grad-CAM's order, for
+# reasons that have nothing to do with where the evidence is. Try it (exercise 3).
 
 # %% [markdown]
 # ## 9 · The Grad-CAM record
@@ -357,7 +367,11 @@ print(f"notebook time: {time.perf_counter() - started:.1f} s")
 #    `configs/models/gradcam.yaml` (`target_layers`, names as printed in section 5), for
 #    instance an earlier, finer layer of the PyTorch model. Does localisation improve?
 #    Does the randomisation check still pass?
-# 3. **A biased dataset.** Build an image folder in which one class always has a small
+# 3. **The deletion baseline.** Set `deletion_baseline: mean` (or `black`) in
+#    `configs/models/gradcam.yaml` and re-run section 8. Which curves move, and does
+#    Grad-CAM still beat the random orders? What does that say about a faithfulness
+#    number reported without its baseline?
+# 4. **A biased dataset.** Build an image folder in which one class always has a small
 #    marker in a corner, train notebook 02 on it (`dataset = "imagefolder:PATH"`), and
 #    use this notebook's maps to catch the model looking at the marker instead of the
 #    object.
