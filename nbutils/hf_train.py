@@ -442,7 +442,7 @@ def fit(model: Any, dsets: Any, *, strategy: str, epochs: int, batch_size: int,
         gradient_accumulation_steps: int = 1, gradient_checkpointing: bool = False,
         precision: str = "auto", device: str = "cpu", freeze_fraction: float = 0.0,
         label_smoothing: float = 0.0, seed: int = 42, num_workers: int = 0,
-        threads: int | None = None, progress: bool = True,
+        threads: int | None = None, channels_last: bool = False, progress: bool = True,
         phase_offset: int = 0) -> FitResult:
     """Train ``model`` in place with the Hugging Face ``Trainer``.
 
@@ -462,12 +462,16 @@ def fit(model: Any, dsets: Any, *, strategy: str, epochs: int, batch_size: int,
         seed: Trainer seed (shuffling, head initialisation is already done).
         num_workers: DataLoader worker processes.
         threads: PyTorch CPU threads (``None``: PyTorch's default).
+        channels_last: store convolution weights channels-last (NHWC), which oneDNN and
+            cuDNN run faster for CNNs (about 1.5x for EfficientNet training on a CPU).
         progress: show the tqdm bar.
         phase_offset: first epoch number minus one in the returned history.
     """
     from .hf_data import collate
 
     trainable = set_trainable(model, strategy, freeze_fraction)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if device == "cpu" and threads:
         torch.set_num_threads(int(threads))
     out_dir = tempfile.mkdtemp(prefix="nbutils-hf-trainer-")
@@ -521,7 +525,7 @@ def fit_from_config(model: Any, dsets: Any, cfg: Any, strategy: str, progress: b
         device=cfg.values["device"], freeze_fraction=m.freeze_fraction,
         label_smoothing=m.label_smoothing, seed=cfg.values["seed"],
         num_workers=cfg.values["data"]["num_workers"], threads=cfg.hardware.cpu_count,
-        progress=progress,
+        channels_last=m.channels_last, progress=progress,
         phase_offset=phase_offset,
     )
 
@@ -614,6 +618,7 @@ def save_classifier(model: Any, processor: Any, model_dir: str | os.PathLike[str
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
         model.save_pretrained(tmp)
         if not _is_timm(processor):  # timm keeps its processor settings in config.json
             processor.save_pretrained(tmp)

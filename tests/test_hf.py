@@ -334,14 +334,15 @@ def test_predict_proba_rejects_bad_shapes(tuned: dict) -> None:
         hf_train.predict_proba(tuned["model"], tuned["processor"], np.zeros((2, 8, 8), np.uint8))
 
 
-def test_benchmark_prints_figures(tiny_dir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_benchmark_prints_figures(tmp_project: Path, capsys: pytest.CaptureFixture) -> None:
     from nbutils.benchmarks import hf_bench
 
     assert hf_bench.main(["--profile", "smoke", "--steps", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     for word in ("inference", "train linear_probe", "train fine_tune", "predict_proba", "ratios",
-                 "load average"):
+                 "load average", "GPU memory not measured"):
         assert word in out
+    assert (tmp_project / "data" / "pretrained").is_dir()  # built in the throw-away project
 
 
 @pytest.mark.slow
