@@ -322,9 +322,8 @@ def build_tiny_random(name: str = "tiny-random", cache_dir: str | os.PathLike[st
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         if name == "tiny-random":
-            from transformers import TimmWrapperForImageClassification
-
             import timm
+            from transformers import TimmWrapperForImageClassification
 
             config = _timm_config("test_efficientnet", labels, input_size=image_size)
             model = TimmWrapperForImageClassification(config)
