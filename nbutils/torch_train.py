@@ -142,6 +142,7 @@ class FitResult:
     device_peak_mb: float | None = None
     amp: str = "off"
     images_per_second: float = 0.0
+    cpu_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -432,6 +433,7 @@ def fit(
 
     stopped_early = False
     images_seen, compute_seconds = 0, 0.0
+    cpu_start = time.process_time()
     epoch_bar = tqdm(range(start_epoch, config.epochs), desc=desc, disable=not progress,
                      initial=start_epoch, total=config.epochs, unit="epoch")
     threads_used: list[int] = []
@@ -499,6 +501,7 @@ def fit(
                      stopped_early=stopped_early, resumed_from_epoch=resumed_from,
                      device_peak_mb=peak, amp=amp.label,
                      images_per_second=images_seen / compute_seconds if compute_seconds else 0.0,
+                     cpu_seconds=time.process_time() - cpu_start,
                      extra={"threads_per_epoch": threads_used} if threads_used else {})
 
 

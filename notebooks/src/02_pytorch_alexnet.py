@@ -25,12 +25,12 @@
 
 # %% tags=["parameters"]
 profile = "auto"        # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
-dataset = None          # None = the profile's dataset, e.g. "imagefolder:../shared/data/cifar10-subset"
-epochs = None           # None = the profile's value
-batch_size = None       # None = the profile's value
-architecture = None     # None = the config's ("small"); "alexnet224" trains the original at 224 px
-norm = None             # None = the config's ("batchnorm"); "lrn" or "none"
-compare_norms = None    # None = the profile's value; False skips the LRN-vs-BatchNorm runs
+dataset = None          # None keeps the profile dataset; e.g. imagefolder:PATH
+epochs = None           # None keeps the profile value
+batch_size = None       # None keeps the profile value
+architecture = None     # None keeps the config value (small); alexnet224 = the original
+norm = None             # None keeps the config value (batchnorm); lrn or none
+compare_norms = None    # None keeps the profile value; False skips the LRN vs BatchNorm runs
 
 # %% [markdown]
 # Everything else comes from `configs/models/alexnet.yaml` (every hyperparameter, with
@@ -228,7 +228,9 @@ record = finish_run(
     device_peak_mb=result.device_peak_mb,
     extra={"flops_per_image": summary.flops_per_image,
            "train_images_per_second": round(result.images_per_second, 1),
-           "amp": result.amp, "loader": loaders["train"].kind, "threads": threads,
+           "amp": result.amp, "loader": loaders["train"].kind,
+           "threads": result.extra.get("threads_per_epoch", threads),
+           "train_cpu_seconds": round(result.cpu_seconds, 1),
            "tta_flip": bool(settings.tta_flip), "best_epoch": result.best_epoch,
            "stopped_early": result.stopped_early, "model_config": model_config.to_dict(),
            "norm_comparison": comparison,
