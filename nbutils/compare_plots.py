@@ -11,7 +11,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import EngFormatter, NullFormatter
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
 from . import plots
 from .compare import Comparison, EnsembleResult, RunSet
@@ -44,8 +44,11 @@ def plot_accuracy_vs(table: Any, column: str, xlabel: str, log: bool = True,
         ax.set_xscale("log")
         low, high = float(shown[column].min()), float(shown[column].max())
         ax.xaxis.set_major_formatter(EngFormatter(sep=" "))
-        # label minor ticks too when the data span less than a decade
-        ax.xaxis.set_minor_formatter(EngFormatter(sep=" ") if high < 10 * low else NullFormatter())
+        if high < 10 * low:  # less than a decade: label a few minor ticks (2x, 5x) too
+            ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(EngFormatter(sep=" "))
+        else:
+            ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (95% interval)")
     ax.grid(alpha=0.3)
