@@ -165,6 +165,26 @@ def test_torch_prepared_tensor_and_predicted_class() -> None:
     assert big.maps.shape == (5, 32, 32)
 
 
+def test_tta_flip_explains_the_averaged_prediction() -> None:
+    model = quadrant_cnn(3)
+    info = Info()
+    info.extra = {"tta_flip": True}
+    images = random_images(5)
+    res = gc.gradcam(model, images, info=info, batch_size=2)
+    assert res.extra["tta_flip"]
+    x = tb.prepare_inputs(images, info)
+    xf = tb.prepare_inputs(np.ascontiguousarray(images[:, :, ::-1]), info)
+    with torch.no_grad():
+        expected = 0.5 * (model(x).softmax(1) + model(xf).softmax(1)).numpy()
+    np.testing.assert_allclose(res.probs, expected, rtol=1e-5)
+    np.testing.assert_array_equal(res.class_idx, expected.argmax(1))
+    mirrored = gc.gradcam(model, np.ascontiguousarray(images[:, :, ::-1]), info=info,
+                          target_class=res.class_idx)
+    np.testing.assert_allclose(mirrored.maps, res.maps[:, :, ::-1], atol=1e-5)
+    plain = gc.gradcam(model, images, info=info, tta=False, target_class=0)
+    assert not plain.extra["tta_flip"] and peaks_in_top_right(plain.maps).all()
+
+
 def test_torch_hooks_see_the_layer_output_before_inplace_ops() -> None:
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True),
@@ -314,6 +334,10 @@ def keras_models():
 def test_keras_quadrant_model_peaks_in_the_quadrant(keras_models, method: str) -> None:
     x = (random_images(6).astype(np.float32) / 255.0)
     res = gc.gradcam(keras_models["softmax"], x, target_class=0, method=method)
+    from nbutils.gradcam import keras_backend as kb
+
+    np.testing.assert_allclose(kb.predict_logits(keras_models["logits"], x),
+                               keras_models["logits"](x).numpy(), rtol=1e-5, atol=1e-6)
     assert res.framework == "keras" and res.layer == "gate"
     assert res.maps.shape == (6, SIZE, SIZE) and 0 <= res.maps.min() <= res.maps.max() <= 1
     assert peaks_in_top_right(res.maps).all()
@@ -395,6 +419,10 @@ def hf_quadrant_model():
 def test_hf_quadrant_model_peaks_in_the_quadrant(hf_quadrant_model, method: str) -> None:
     res = gc.gradcam(hf_quadrant_model, random_images(6), target_class=0, method=method,
                      info=Info())
+    tta_info = Info()
+    tta_info.extra = {"tta_flip": True}
+    tta = gc.gradcam(hf_quadrant_model, random_images(6), info=tta_info)
+    assert tta.extra["tta_flip"] and tta.maps.shape == (6, SIZE, SIZE)
     assert res.framework == "huggingface" and res.layer == "body"
     assert res.maps.shape == (6, SIZE, SIZE) and 0 <= res.maps.min() <= res.maps.max() <= 1
     assert peaks_in_top_right(res.maps).all()

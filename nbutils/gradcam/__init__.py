@@ -104,6 +104,7 @@ def gradcam(
     batch_size: int = 32,
     output_size: tuple[int, int] | None = None,
     progress: bool = False,
+    tta: bool | None = None,
 ) -> CAMResult:
     """Grad-CAM (or Grad-CAM++) maps for a batch of images.
 
@@ -121,6 +122,11 @@ def gradcam(
         batch_size: images per forward/backward pass.
         output_size: (H, W) of the returned maps; defaults to the images' size.
         progress: show a progress bar over batches.
+        tta: explain the flip test-time augmentation the classifier predicts with
+            (``info.extra["tta_flip"]``, followed when ``None``): each image and its
+            mirror image go through the network, the explained class is the one
+            their averaged probabilities predict, and the two maps (the second
+            mirrored back) are averaged. Needs uint8 images.
 
     Returns:
         A :class:`~nbutils.gradcam.core.CAMResult`.
@@ -139,16 +145,34 @@ def gradcam(
 
     from tqdm.auto import tqdm
 
-    raws, logits_all, classes_all = [], [], []
+    if tta is None:
+        tta = bool((getattr(info, "extra", None) or {}).get("tta_flip", False))
+    tta = bool(tta) and is_pixels
+
+    raws, probs_all, classes_all = [], [], []
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc=f"Grad-CAM ({fw})", disable=not progress, leave=False):
-        x = prepare_inputs(native, images[start:start + batch_size], info)
+        batch = images[start:start + batch_size]
+        x = prepare_inputs(native, batch, info)
         cls = None if classes is None else classes[start:start + batch_size]
+        if not tta:
+            act, grad, logits, used = backend.forward_backward(native, x, layer, cls)
+            raws.append(compute_cam(act, grad, method))
+            probs_all.append(_softmax(logits.astype(np.float64)))
+            classes_all.append(used)
+            continue
+        xf = prepare_inputs(native, np.ascontiguousarray(batch[:, :, ::-1]), info)
+        if cls is None:
+            cls = (_softmax(backend.predict_logits(native, x).astype(np.float64))
+                   + _softmax(backend.predict_logits(native, xf).astype(np.float64))).argmax(1)
         act, grad, logits, used = backend.forward_backward(native, x, layer, cls)
-        raws.append(compute_cam(act, grad, method))
-        logits_all.append(logits)
+        act_f, grad_f, logits_f, _used = backend.forward_backward(native, xf, layer, cls)
+        raws.append(0.5 * (compute_cam(act, grad, method)
+                           + compute_cam(act_f, grad_f, method)[:, :, ::-1]))
+        probs_all.append(0.5 * (_softmax(logits.astype(np.float64))
+                                + _softmax(logits_f.astype(np.float64))))
         classes_all.append(used)
-    raw = np.concatenate(raws)
+    raw = np.concatenate(raws).astype(np.float32)
     if output_size is None:
         if is_pixels:
             output_size = tuple(images.shape[1:3])
@@ -157,5 +181,5 @@ def gradcam(
                            else tuple(images.shape[-2:]))
     maps = normalize_maps(resize_bilinear(raw, output_size))
     return CAMResult(maps=maps, raw=raw, class_idx=np.concatenate(classes_all),
-                     probs=_softmax(np.concatenate(logits_all).astype(np.float64)),
-                     layer=layer, method=method, framework=fw)
+                     probs=np.concatenate(probs_all).astype(np.float32), layer=layer,
+                     method=method, framework=fw, extra={"tta_flip": tta})

@@ -27,7 +27,8 @@ from . import torch_backend as tb
 
 __all__ = ["prepare", "prepare_inputs", "interpolation_of", "forward_fn", "is_token_model",
            "patch_size", "tokens_to_grid",
-           "default_layer", "candidate_layers", "forward_backward", "randomized_copy"]
+           "default_layer", "candidate_layers", "forward_backward", "predict_logits",
+           "randomized_copy"]
 
 _DEFAULT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -163,6 +164,11 @@ def forward_backward(model: nn.Module, x: torch.Tensor, layer: str, classes: np.
     """Activations, gradients (N, C, h, w), logits and classes for one batch."""
     to_grid = _grid_fn(model) if is_token_model(model) else None
     return tb.forward_backward(model, x, layer, classes, forward_fn(model), to_grid)
+
+
+def predict_logits(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Class scores (N, K) of a prepared batch, without gradients."""
+    return tb.predict_logits(model, x, forward_fn(model))
 
 
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:

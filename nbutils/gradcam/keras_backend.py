@@ -19,7 +19,7 @@ import tensorflow as tf
 from .torch_backend import LayerInfo
 
 __all__ = ["prepare", "prepare_inputs", "expects_raw_pixels", "default_layer", "candidate_layers",
-           "forward_backward", "randomized_copy"]
+           "forward_backward", "predict_logits", "randomized_copy"]
 
 _SUBMODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PREPROCESSING = ("rescaling", "normalization")
@@ -185,6 +185,17 @@ def forward_backward(model: keras.Model, x: np.ndarray, layer: str, classes: np.
     to_nchw = (0, 3, 1, 2)
     return (np.transpose(act.numpy(), to_nchw), np.transpose(grad.numpy(), to_nchw),
             logits.numpy().astype(np.float32), target.numpy().astype(np.int64))
+
+
+def predict_logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Class scores before the softmax (N, K) of a prepared batch."""
+    cache = _SUBMODELS.setdefault(model, {})
+    if "__scores__" not in cache:
+        tensor, head = _score_head(model)
+        cache["__scores__"] = (keras.Model(model.inputs, tensor), head)
+    sub, head = cache["__scores__"]
+    return np.asarray(head(sub(tf.convert_to_tensor(np.asarray(x)), training=False)),
+                      dtype=np.float32)
 
 
 def _reinitialise(variable: Any, layer: keras.layers.Layer, seed: int) -> bool:

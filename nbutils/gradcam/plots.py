@@ -56,7 +56,7 @@ def plot_cam_grid(
     class_names: Sequence[str],
     probs: Mapping[str, np.ndarray] | None = None,
     masks: np.ndarray | None = None,
-    cell: float = 1.9,
+    cell: float = 1.6,
     title: str | None = None,
 ) -> plt.Figure:
     """Rows = images, columns = the image and one overlay per model.
@@ -96,7 +96,7 @@ def plot_cam_grid(
 
 
 def plot_layer_effect(images: np.ndarray, maps_by_layer: Mapping[str, np.ndarray],
-                      masks: np.ndarray | None = None, title: str = "", cell: float = 1.9
+                      masks: np.ndarray | None = None, title: str = "", cell: float = 1.6
                       ) -> plt.Figure:
     """Rows = images, columns = target layers (shallow to deep), each map on its image."""
     layers = list(maps_by_layer)
@@ -120,7 +120,7 @@ def plot_layer_effect(images: np.ndarray, maps_by_layer: Mapping[str, np.ndarray
 def plot_correct_vs_wrong(images: np.ndarray, maps_pred: np.ndarray, maps_other: np.ndarray,
                           labels: Sequence[int], preds: Sequence[int], others: Sequence[int],
                           class_names: Sequence[str], masks: np.ndarray | None = None,
-                          title: str = "", cell: float = 1.9) -> plt.Figure:
+                          title: str = "", cell: float = 1.6) -> plt.Figure:
     """Columns: the image, the map for the predicted class, the map for another class.
 
     ``others`` is the true class for a misclassified image and, typically, the

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LayerInfo", "prepare", "prepare_inputs", "model_device", "get_module", "layer_outputs",
+__all__ = ["LayerInfo", "prepare", "prepare_inputs", "predict_logits", "model_device", "get_module", "layer_outputs",
            "default_layer", "candidate_layers", "forward_backward", "randomized_copy",
            "Forward", "ToGrid"]
 
@@ -284,6 +284,14 @@ def _reinit(module: nn.Module) -> bool:
             module.reset_running_stats()
         return True
     return False
+
+
+def predict_logits(model: nn.Module, x: torch.Tensor, forward: Forward | None = None
+                   ) -> np.ndarray:
+    """Class scores (N, K) of a prepared batch, without gradients."""
+    forward = forward or model
+    with torch.no_grad(), eval_mode(model):
+        return logits_of(forward(x)).float().cpu().numpy()
 
 
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:

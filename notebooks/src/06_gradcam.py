@@ -124,9 +124,12 @@ for m in found.models:
 # ## 3 · The same test images, explained by the three models
 #
 # One call per model computes the maps of every scored image (each explains the class
-# that model predicts). Grad-CAM prepares each model's input itself; the share of images
-# on which its prediction matches the model's own `predict_proba` checks that it feeds
-# the model what the model expects. The figure shows a few images of different classes: each row is
+# that model predicts). Grad-CAM prepares each model's input itself, and when a
+# classifier predicts with test-time augmentation (the PyTorch one averages each image
+# with its mirror image) it explains that average: both passes, the class their mean
+# probabilities predict, the two maps averaged. The share of images on which its
+# prediction matches the model's own `predict_proba` checks that it explains what the
+# model actually predicts. The figure shows a few images of different classes: each row is
 # an image, each column a model, titled with its prediction (green when right, red when
 # wrong). The white outline is the object and the cross the map's maximum.
 
@@ -276,7 +279,7 @@ for name, clf in models.items():
     print(f"{name:<13} rank correlation trained vs re-initialised: mean {r.mean:.3f}, "
           f"mean |rho| {r.mean_abs:.3f} over {len(r.rho) - r.n_constant} images "
           f"({r.n_constant} with a constant map)")
-fig = gp.plot_randomization(images[:n_rand], randomized, n=3)
+fig = gp.plot_randomization(images[:n_rand], randomized, n=settings.examples_per_kind)
 plt.show()
 
 # %% [markdown]
