@@ -153,7 +153,8 @@ if settings.compare_norms:
         run = torch_train.fit(
             net, cmp_train, loaders["val"],
             torch_train.TrainConfig.from_settings(settings, epochs=settings.compare_epochs,
-                                                  mixed_precision=cfg.mixed_precision),
+                                                  mixed_precision=cfg.mixed_precision,
+                                                  compile=False),
             device, desc=variant)
         comparison[variant] = {"val_acc": [h["val_acc"] for h in run.history],
                                "train_loss": [h["train_loss"] for h in run.history],
