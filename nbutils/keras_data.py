@@ -13,6 +13,7 @@ repeat that boilerplate.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from typing import Any
@@ -27,6 +28,7 @@ def _prepare_environment() -> None:
     """Pick the TensorFlow backend and quiet C++ logging *before* TensorFlow is imported."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _load_triton_before_tensorflow()
     if "keras" in sys.modules:
         import keras
 
@@ -37,6 +39,25 @@ def _prepare_environment() -> None:
                 "nbutils.keras_train (or nbutils.keras_data) before keras, or set "
                 "KERAS_BACKEND=tensorflow."
             )
+
+
+def _load_triton_before_tensorflow() -> None:
+    """Import Triton now if it is installed and TensorFlow is not loaded yet.
+
+    PyTorch's Linux wheels install Triton and import it lazily (``torchvision`` does,
+    through ``torch._dynamo``). Importing Triton's native library *after* TensorFlow
+    crashes the process with a segmentation fault; importing it first is safe. This
+    keeps one kernel able to use both frameworks (notebook 06, the test suite) in either
+    order. It costs about 0.2 s and does not import PyTorch.
+    """
+    if "tensorflow" in sys.modules or "triton" in sys.modules:
+        return
+    if importlib.util.find_spec("triton") is None:
+        return
+    try:
+        import triton  # noqa: F401
+    except Exception:  # a broken Triton must not stop Keras; PyTorch then skips it too
+        pass
 
 
 _prepare_environment()

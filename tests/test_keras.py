@@ -6,6 +6,7 @@ subset is used only by one test that skips when it is absent.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-pytest.importorskip("keras")
+if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None:
+    pytest.skip("TensorFlow/Keras is not installed", allow_module_level=True)
+# TensorFlow is first imported through nbutils.keras_data, which prepares the process for it
 
 from nbutils import keras_data as kd  # noqa: E402
 from nbutils import keras_train as kt  # noqa: E402
@@ -166,6 +168,10 @@ def test_forward_on_two_samples(shapes) -> None:
     assert kt.predict_proba(model, big).shape == (2, shapes.num_classes)
     assert kt.predict_proba(model, x[0]).shape == (1, shapes.num_classes)
     assert kt.predict_proba(model, x[:0]).shape == (0, shapes.num_classes)
+    seven = np.asarray(shapes.test.images[:7])  # chunks of 3, 3 and 1 equal one batch of 7
+    np.testing.assert_allclose(kt.predict_proba(model, seven, batch_size=3),
+                               kt.predict_proba(model, seven, batch_size=64), rtol=1e-5,
+                               atol=1e-7)
     with pytest.raises(ValueError, match="uint8"):
         kt.predict_proba(model, x.astype(np.float32))
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
@@ -337,3 +343,17 @@ def test_benchmark_command_line(tmp_project: Path, tmp_path: Path, capsys) -> No
         fast, slow = saved[kind]["tf.data"], saved[kind]["numpy"]
         assert saved[f"ratio_{kind}"] == pytest.approx(
             fast["images_per_s"] / slow["images_per_s"], rel=0.01)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None
+                    or importlib.util.find_spec("torchvision") is None,
+                    reason="Triton or torchvision is not installed")
+def test_torchvision_after_keras_in_one_process() -> None:
+    """Triton, which PyTorch imports lazily, crashes when loaded after TensorFlow."""
+    code = ("import nbutils.keras_data, torch, torchvision\n"
+            "with torch.no_grad():\n"
+            "    print(torchvision.models.alexnet()(torch.zeros(1, 3, 224, 224)).shape)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "torch.Size([1, 1000])" in done.stdout

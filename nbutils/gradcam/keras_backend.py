@@ -12,10 +12,9 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from ..keras_data import keras, tf  # imports TensorFlow safely beside PyTorch
 from .torch_backend import LayerInfo
 
 __all__ = ["prepare", "prepare_inputs", "expects_raw_pixels", "default_layer", "candidate_layers",
