@@ -188,7 +188,7 @@ def _slug(spec: str) -> str | None:
         return None
 
 
-def _label(record: RunRecord, taken: set[str], width: int = 32) -> str:
+def _label(record: RunRecord, taken: set[str], width: int = 40) -> str:
     """``<model> (<framework>)``, the model name cut to ``width`` characters."""
     model = record.model if len(record.model) <= width else record.model[:width - 1] + "…"
     label = f"{model} ({record.framework})"

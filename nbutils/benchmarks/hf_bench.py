@@ -103,7 +103,8 @@ def _infer_rate(model: Any, pixels: Any, device: str, precision: str, steps: int
 def measure(checkpoint: str, image_size: int, batch_size: int, device: str = "cpu",
             precision: str = "fp32", gradient_checkpointing: bool = False,
             freeze_fraction: float = 0.0, steps: int = 5, warmup: int = 1,
-            num_classes: int = 10, threads: int | None = None, seed: int = 0) -> dict[str, Any]:
+            num_classes: int = 10, threads: int | None = None, channels_last: bool = False,
+            seed: int = 0) -> dict[str, Any]:
     """Run every measurement once and return the figures (images/s, MiB)."""
     import torch
 
@@ -116,6 +117,8 @@ def measure(checkpoint: str, image_size: int, batch_size: int, device: str = "cp
     names = [f"class_{i}" for i in range(num_classes)]
     model, processor = hf_train.load_pretrained(resolved.source, names, image_size)
     model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if gradient_checkpointing and getattr(model, "supports_gradient_checkpointing", False):
         model.gradient_checkpointing_enable()
     rng = np.random.default_rng(seed)
@@ -134,6 +137,7 @@ def measure(checkpoint: str, image_size: int, batch_size: int, device: str = "cp
                            "model": type(model).__name__, "image_size": int(pixels.shape[-1]),
                            "batch_size": batch_size, "device": device, "precision": precision,
                            "gradient_checkpointing": gradient_checkpointing,
+                           "channels_last": channels_last,
                            "threads": torch.get_num_threads(), "processor_ips": processor_rate}
     out["inference_ips"] = _infer_rate(model, pixels, device, precision, steps, warmup)
     for strategy, fraction in (("linear_probe", 1.0), ("fine_tune", freeze_fraction)):
@@ -154,7 +158,8 @@ def _report(r: dict[str, Any]) -> str:
         f"model        : {r['model']} from {r['checkpoint']} ({r['source']}), "
         f"{r['image_size']}x{r['image_size']}, batch {r['batch_size']}, {r['device']}, "
         f"{r['precision']}, {r['threads']} thread(s), gradient checkpointing "
-        f"{'on' if r['gradient_checkpointing'] else 'off'}",
+        f"{'on' if r['gradient_checkpointing'] else 'off'}, channels_last "
+        f"{'on' if r['channels_last'] else 'off'}",
         f"processor    : {r['processor_ips']:9.1f} images/s (uint8 -> pixel_values)",
         f"inference    : {r['inference_ips']:9.1f} images/s (forward only)",
     ]
@@ -188,6 +193,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--threads", type=int, help="PyTorch CPU threads")
+    parser.add_argument("--channels-last", choices=("on", "off"),
+                        help="override the profile's channels_last")
     args = parser.parse_args(argv)
 
     import torch
@@ -196,7 +203,9 @@ def main(argv: list[str]) -> int:
 
     cfg = nbutils.setup(args.profile, model="hf_transfer", verbose=False,
                         checkpoint=args.checkpoint, image_size=args.image_size,
-                        batch_size=args.batch_size, freeze_fraction=args.freeze_fraction)
+                        batch_size=args.batch_size, freeze_fraction=args.freeze_fraction,
+                        channels_last=None if args.channels_last is None
+                        else args.channels_last == "on")
     m = cfg.model
     device = cfg.values["device"]
     precision = m.precision
@@ -207,7 +216,7 @@ def main(argv: list[str]) -> int:
     result = measure(m.checkpoint, m.image_size, m.batch_size, device=device, precision=precision,
                      gradient_checkpointing=m.gradient_checkpointing,
                      freeze_fraction=m.freeze_fraction, steps=args.steps, warmup=args.warmup,
-                     threads=args.threads)
+                     threads=args.threads, channels_last=m.channels_last)
     print(_report(result))
     print(f"after: {_load()}")
     return 0

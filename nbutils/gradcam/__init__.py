@@ -35,7 +35,7 @@ def framework_of(model: Any) -> str:
     modules = [cls.__module__ for cls in type(model).__mro__]
     if any(m.startswith("transformers.") for m in modules):
         return "huggingface"
-    if any(m.startswith(("keras.", "keras", "tf_keras.")) for m in modules):
+    if any(m.startswith(("keras.", "tf_keras.")) for m in modules):
         return "keras"
     if any(m.startswith("torch.nn") for m in modules):
         return "pytorch"
