@@ -200,3 +200,22 @@ def test_real_papermill_run_reports_the_failing_cell(tmp_project: Path, tmp_path
     executed = nbformat.read(tmp_path / "o" / "01_tiny.ipynb", as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "fail = True" in injected[0].source
+
+
+@pytest.mark.parametrize("notebook", sorted((Path(__file__).parents[1] / "notebooks")
+                                            .glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_of_each_course_notebook(notebook: Path) -> None:
+    """``papermill --help-notebook`` lists each parameter with its type and help text.
+
+    A second ``=`` on a line (say, inside the comment) makes papermill skip that parameter
+    with a warning, so instructors would not see it.
+    """
+    import papermill
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [line.split("=")[0].strip() for line in cell.source.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    inferred = papermill.inspect_notebook(str(notebook))
+    assert list(inferred) == assigned
+    assert all(p["help"] for p in inferred.values()), "each parameter needs a comment as help"

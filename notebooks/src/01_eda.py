@@ -17,8 +17,8 @@
 
 # %% tags=["parameters"]
 profile = "auto"     # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
-dataset = None       # None = the profile's dataset; e.g. "cifar10", "imagefolder:PATH", "shapes"
-image_size = None    # None = the profile's image size
+dataset = None       # None: the profile's dataset; e.g. "cifar10", "imagefolder:PATH", "shapes"
+image_size = None    # None: the profile's image size
 
 # %% [markdown]
 # `nbutils.setup` merges the hardware profile (`configs/profiles/<profile>.yaml`), this

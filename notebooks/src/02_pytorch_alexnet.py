@@ -28,7 +28,7 @@ profile = "auto"        # gpu | lowvram | cpu | smoke | auto (chosen from the ha
 dataset = None          # None keeps the profile dataset; e.g. imagefolder:PATH
 epochs = None           # None keeps the profile value
 batch_size = None       # None keeps the profile value
-architecture = None     # None keeps the config value (small); alexnet224 = the original
+architecture = None     # None keeps the config value (small); alexnet224: the original
 norm = None             # None keeps the config value (batchnorm); lrn or none
 compare_norms = None    # None keeps the profile value; False skips the LRN vs BatchNorm runs
 

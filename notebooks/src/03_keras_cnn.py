@@ -54,8 +54,10 @@ print(f"Keras on {env['device']}, precision policy {env['precision']}")
 # train/val/test split and the training split's per-channel mean and standard deviation.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 data = nbutils.data.load_for(cfg)
+
+# %%
+# NBVAL_CHECK_OUTPUT
 print(data.summary())
 
 # %% [markdown]
@@ -140,7 +142,7 @@ print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s "
 # refused. The reloaded model must predict exactly what the trained one predicts.
 
 # %%
-tta = cfg.model.tta_flip  # average each image with its mirror image (off by default)
+tta = cfg.model.tta_flip  # average each image with its mirror image (as notebook 02)
 probs = keras_train.predict_proba(model, data.test.images, tta_flip=tta)
 keras_train.save_classifier(model, MODEL_DIR, data, tta_flip=tta, extra={"run_id": RUN_ID})
 reloaded = load_classifier(MODEL_DIR)
@@ -235,8 +237,9 @@ if cfg.model.pipeline_epochs > 0:
 #    `configs/models/keras_cnn.yaml`, or as `nbutils.setup(..., augment=False)`). How do the
 #    gap between training and validation accuracy and the test accuracy change? Then try
 #    `interpolation: bilinear`: why would blurring only the training images hurt?
-#    Finally compare `predict_proba(..., tta_flip=True)` with the default **on the validation
-#    split** (`data.val`): does averaging each image with its mirror image help here?
+#    Finally compare `predict_proba(..., tta_flip=False)` with the default **on the
+#    validation split** (`data.val`): how much does averaging each image with its mirror
+#    image add, and what does it cost at inference time?
 # 2. **Depth.** Try `convs_per_block: 2` or `widths: [64, 128, 256]`. Record parameters,
 #    seconds per epoch and accuracy: which change pays for its cost?
 # 3. **Safe loading.** Add a `keras.layers.Lambda(lambda x: x * 2)` layer to a copy of the

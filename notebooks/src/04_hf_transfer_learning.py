@@ -25,12 +25,12 @@
 # accuracy and the time of each.
 
 # %% tags=["parameters"]
-profile = "auto"
-dataset = None
-checkpoint = None
-image_size = None
-probe_epochs = None
-epochs = None
+profile = "auto"     # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
+dataset = None       # None keeps the profile dataset; e.g. imagefolder:PATH
+checkpoint = None    # None: the profile's; a Hub id, a local directory or auto-efficientnet-lite0
+image_size = None    # None keeps the profile value (pixels fed to the backbone)
+probe_epochs = None  # None keeps the profile value (linear probe, frozen backbone)
+epochs = None        # None keeps the profile value (fine-tuning)
 
 # %%
 import nbutils
@@ -38,7 +38,8 @@ import nbutils.data
 import nbutils.plots
 from nbutils import hf_data, hf_offline, hf_train  # before transformers: keeps TensorFlow out
 from nbutils.data import parse_spec
-from nbutils.report import finish_run, per_class_table
+from nbutils.records import find_records
+from nbutils.report import example_indices, finish_run, per_class_table
 
 cfg = nbutils.setup(profile, model="hf_transfer", dataset=dataset, checkpoint=checkpoint,
                     image_size=image_size, probe_epochs=probe_epochs, epochs=epochs)
@@ -74,22 +75,22 @@ print(data.summary())
 ckpt = hf_offline.resolve_checkpoint(cfg.model.checkpoint)
 
 # %% [markdown]
-# Before we change anything: what does the ImageNet network make of a few of our test
-# images? It has never seen CIFAR-10, and the images are tiny, yet its 1,000-class guesses
-# are often close (a "tabby cat" for a cat, a "sports car" for an automobile). That
-# knowledge is what we transfer.
+# Before we change anything: what does the ImageNet network make of one test image per
+# class? It has never seen CIFAR-10's tiny 32×32 images and must answer with one of its own
+# 1,000 ImageNet classes, so some guesses are near misses and some are far off. What we
+# transfer is not these answers but the features behind them.
 
 # %%
 from transformers import pipeline
 
+shown = example_indices(data.test.labels, n=min(10, data.num_classes), seed=cfg.values["seed"])
 if ckpt.pretrained:
     imagenet = pipeline("image-classification", model=ckpt.source, device=cfg.values["device"])
-    sample = data.test.images[:5]
-    guesses = [imagenet(img, top_k=1)[0] for img in hf_data.to_pil(sample)]
-    nbutils.plots.image_grid(sample, [f"{g['label'].split(',')[0]} ({g['score']:.0%})\n"
-                                      f"true: {data.class_names[t]}"
-                                      for g, t in zip(guesses, data.test.labels[:5], strict=True)],
-                             ncols=5, cell=2.2)
+    guesses = [imagenet(img, top_k=1)[0] for img in hf_data.to_pil(data.test.images[shown])]
+    nbutils.plots.image_grid(data.test.images[shown],
+                             [f"{g['label'].split(',')[0]} ({g['score']:.0%})\n"
+                              f"true: {data.class_names[data.test.labels[i]]}"
+                              for g, i in zip(guesses, shown, strict=True)], ncols=5, cell=2.2)
     nbutils.plots.plt.show()
     del imagenet
 else:
@@ -156,8 +157,10 @@ probe_weights = hf_train.snapshot_weights(model)
 # fine-tune").
 #
 # `freeze_fraction` keeps the first blocks of the body frozen (the `cpu` profile freezes
-# the stem and the early, high-resolution blocks): they detect generic edges and colours,
-# and freezing them also skips their backward pass, the most expensive part on a CPU.
+# 64% of them: the stem and blocks 0 to 4, which run at high resolution): they detect
+# generic edges, colours and textures, and freezing them also skips their backward pass,
+# the most expensive part on a CPU; the last blocks, which hold most of the weights and
+# the most ImageNet-specific features, adapt to our classes.
 # On a GPU everything is trained. The `lowvram` profile adds fp16, a small batch with
 # gradient accumulation and gradient checkpointing to fit a 4 GB card.
 
@@ -207,8 +210,8 @@ info = hf_train.classifier_info(model, processor, cfg.model.image_size, cfg.mode
                                 extra={"strategy": final, "source": ckpt.kind})
 hf_train.save_classifier(model, processor, model_dir, info)
 record = finish_run(
-    cfg, data, notebook=NOTEBOOK, framework="huggingface", model=f"{type(model).__name__} "
-    f"({cfg.model.checkpoint}, {final})", probs=probs, history=probe.history + finetune.history,
+    cfg, data, notebook=NOTEBOOK, framework="huggingface",
+    model=f"{cfg.model.checkpoint} ({final})", probs=probs, history=probe.history + finetune.history,
     train_seconds=probe.seconds + finetune.seconds, num_params=total_params, model_path=model_dir,
     device_peak_mb=hf_train.device_peak_mb(cfg.values["device"]),
     extra={"checkpoint": cfg.model.checkpoint, "checkpoint_source": ckpt.kind,
@@ -225,26 +228,34 @@ per_class_table(record)
 #
 # The saved folder is an ordinary Hugging Face model: anyone can use it with one line,
 # `pipeline("image-classification", model=folder)`, and it answers with our class names.
+# Here it classifies the same test images the ImageNet network guessed at above.
 
 # %%
 classify = pipeline("image-classification", model=str(model_dir), device=cfg.values["device"])
-shown = data.test.images[:5]
-answers = [classify(img, top_k=1)[0] for img in hf_data.to_pil(shown)]
-nbutils.plots.image_grid(shown, [f"{a['label']} ({a['score']:.0%})\ntrue: {data.class_names[t]}"
-                                 for a, t in zip(answers, data.test.labels[:5], strict=True)], ncols=5, cell=2.2)
+answers = [classify(img, top_k=1)[0] for img in hf_data.to_pil(data.test.images[shown])]
+nbutils.plots.image_grid(data.test.images[shown],
+                         [f"{a['label']} ({a['score']:.0%})\n"
+                          f"true: {data.class_names[data.test.labels[i]]}"
+                          for a, i in zip(answers, shown, strict=True)], ncols=5, cell=2.2)
 nbutils.plots.plt.show()
 
 # %% [markdown]
 # ## What we measured
 #
 # Accuracy and training time of both strategies on this run (the figures for the `cpu`
-# profile on the CIFAR-10 subset are in the README):
+# profile on the CIFAR-10 subset are in the README), and, when notebooks 02 and 03 have
+# run on the same dataset and profile, their from-scratch models for comparison:
 
 # %%
 for name, row in strategies.items():
     print(f"{name:<13}: test accuracy {row['test_acc']:.1%} after {row['train_seconds']:.0f} s "
           f"of training ({row['trainable_params']:,} trainable weights)")
 print(f"{'both':<13}: {record.train_seconds:.0f} s of training in all; final model: {final}")
+others, _ = find_records(cfg.outputs_dir, dataset=cfg.values["dataset"], profile=cfg.profile)
+for other in others:
+    if other.notebook in ("02_pytorch_alexnet", "03_keras_cnn"):
+        print(f"{other.notebook:<13}: test accuracy {other.test.accuracy:.1%} after "
+              f"{other.train_seconds:.0f} s of training from scratch ({other.model})")
 
 # %% [markdown]
 # ## Exercises

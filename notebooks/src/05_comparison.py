@@ -26,9 +26,9 @@
 
 # %% tags=["parameters"]
 profile = "auto"       # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
-dataset = None         # None = the profile's dataset; must match the training runs
-measure_speed = None   # None = the profile's setting; False skips reloading and timing
-latency_repeats = None # None = the profile's value (batch-1 calls timed per model)
+dataset = None         # None: the profile's dataset; must match the training runs
+measure_speed = None   # None: the profile's setting; False skips reloading and timing
+latency_repeats = None # None: the profile's value (batch-1 calls timed per model)
 
 # %% [markdown]
 # The settings of this notebook live in `configs/models/comparison.yaml` and the

@@ -25,10 +25,10 @@
 
 # %% tags=["parameters"]
 profile = "auto"     # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
-dataset = None       # None = the profile's dataset; masks (the checks) need "shapes"
-method = None        # None = the config's ("gradcam"); "gradcam++" for Grad-CAM++
-n_images = None      # None = the profile's value (images in the side-by-side figures)
-eval_images = None   # None = the profile's value (0 = score the whole test split)
+dataset = None       # None: the profile's dataset; masks (the checks) need "shapes"
+method = None        # None: the config's ("gradcam"); "gradcam++" for Grad-CAM++
+n_images = None      # None: the profile's value (images in the side-by-side figures)
+eval_images = None   # None: the profile's value (0 scores the whole test split)
 interactive = True   # False: the explorer draws static figures even in JupyterLab
 
 # %% [markdown]
