@@ -503,3 +503,14 @@ def test_markdown_table_and_formatting():
     assert creport._fmt(0.1234) == "0.123" and creport._fmt(12345.6) == "12,346"
     assert creport._fmt(3, "int") == "3" and creport._fmt(0.5, "pct") == "50.0%"
     assert creport._fmt("a|b") == "a\\|b" and creport._fmt(True) == "yes"
+
+
+def test_smoke_runs_write_their_report_beside_the_real_one() -> None:
+    """``make test`` runs notebook 05 under smoke; it must not replace a real report."""
+    from nbutils.config import available_profiles, load_config
+
+    dirs = {p: load_config(p, model="comparison").model.report_dir
+            for p in available_profiles()}
+    assert dirs["cpu"] == dirs["gpu"] == "comparison"
+    assert dirs["smoke"] != "comparison"
+    assert "/" not in dirs["smoke"] and "\\" not in dirs["smoke"]  # a sibling, not inside

@@ -251,13 +251,14 @@ if same_images:
 # %% [markdown]
 # ## 9 · Write the comparison to `outputs/comparison/`
 #
+# (`outputs/comparison-smoke/` under the smoke profile: the setting `report_dir`.)
 # The table (`table.csv`, with every column and the per-class errors), the per-class
 # tables, the significance tests, the disagreements, the figures and a short
 # `report.md` that reads without Jupyter. The folder is written beside the old one and
 # swapped in at the end, so an interrupted run never leaves half a report.
 
 # %%
-report = creport.write_comparison(comparison, cfg.outputs_dir / "comparison", figures)
+report = creport.write_comparison(comparison, cfg.outputs_dir / cfg.model.report_dir, figures)
 print(f"wrote {report.parent}:", ", ".join(sorted(p.name for p in report.parent.iterdir())))
 
 # %% [markdown]
