@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["project_root", "configs_dir", "resolve_path", "atomic_write", "atomic_write_text"]
+__all__ = ["project_root", "configs_dir", "resolve_path", "display_path", "atomic_write",
+           "atomic_write_text"]
 
 
 def _looks_like_root(path: Path) -> bool:
@@ -45,6 +46,19 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
     """Resolve a relative path against the project root (absolute paths pass through)."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (project_root() / p)
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` relative to the project root when it lies inside it, for printing.
+
+    Printed outputs then read the same on every machine (``outputs/metrics/...``)
+    instead of naming the folder the course happens to be in.
+    """
+    p = resolve_path(path)
+    try:
+        return p.resolve().relative_to(project_root().resolve()).as_posix()
+    except ValueError:
+        return str(p)
 
 
 @contextmanager

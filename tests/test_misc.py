@@ -263,3 +263,12 @@ def test_bench_dispatches_with_the_remaining_arguments(monkeypatch) -> None:
 def test_package_exports() -> None:
     assert nbutils.__version__ and callable(nbutils.setup)
     assert nbutils.ConfigError is config.ConfigError
+
+
+def test_display_path_is_relative_inside_the_project(tmp_project: Path, tmp_path: Path) -> None:
+    from nbutils.paths import display_path
+
+    assert display_path(tmp_project / "outputs" / "comparison") == "outputs/comparison"
+    assert display_path("outputs/metrics") == "outputs/metrics"   # relative to the root
+    outside = tmp_path.parent / "elsewhere"
+    assert display_path(outside) == str(outside)

@@ -45,6 +45,7 @@ from nbutils import compare
 from nbutils import compare_plots as cplots
 from nbutils import compare_report as creport
 from nbutils.data import load_for
+from nbutils.paths import display_path
 
 cfg = nbutils.setup(profile, model="comparison", dataset=dataset, measure_speed=measure_speed,
                     latency_repeats=latency_repeats)
@@ -259,7 +260,7 @@ if same_images:
 
 # %%
 report = creport.write_comparison(comparison, cfg.outputs_dir / cfg.model.report_dir, figures)
-print(f"wrote {report.parent}:", ", ".join(sorted(p.name for p in report.parent.iterdir())))
+print(f"wrote {display_path(report.parent)}:", ", ".join(sorted(p.name for p in report.parent.iterdir())))
 
 # %% [markdown]
 # ## Exercises
