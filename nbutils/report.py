@@ -20,9 +20,10 @@ from .data.core import ImageData
 from .hardware import library_versions, peak_rss_mb
 from .metrics import classification_metrics
 from .paths import atomic_write, atomic_write_text
-from .records import RunRecord, write_record
+from .records import RunRecord, find_records, write_record
 
-__all__ = ["finish_run", "example_indices", "per_class_table", "load_test_probabilities"]
+__all__ = ["finish_run", "example_indices", "per_class_table", "load_test_probabilities",
+           "other_runs_summary"]
 
 
 def example_indices(labels: np.ndarray, n: int = 10, seed: int = 0) -> np.ndarray:
@@ -143,3 +144,15 @@ def finish_run(
     record.artifacts = artifacts
     write_record(record, out)
     return record
+
+
+def other_runs_summary(cfg: RunConfig, exclude_notebook: str) -> list[str]:
+    """One line per other notebook's run on the same dataset and profile.
+
+    Each line gives the notebook, test accuracy, training seconds and model, so a
+    notebook can put its own result beside the others without reading their files.
+    Runs of ``exclude_notebook`` are left out; an empty list means nothing else ran.
+    """
+    records, _ = find_records(cfg.outputs_dir, dataset=cfg.values["dataset"], profile=cfg.profile)
+    return [f"{r.notebook}: test accuracy {r.test.accuracy:.1%} after {r.train_seconds:.0f} s "
+            f"of training ({r.model})" for r in records if r.notebook != exclude_notebook]

@@ -234,3 +234,17 @@ def test_finish_run_without_history_shows_figures(run_cfg, tmp_path: Path) -> No
     figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
     assert figures == ["03_keras_cnn__shapes-20__smoke_confusion.png",
                        "03_keras_cnn__shapes-20__smoke_examples.png"]
+
+
+def test_other_runs_summary_lists_the_other_notebooks(run_cfg) -> None:
+    data = load_for(run_cfg, progress=False)
+    probs = np.full((len(data.test), data.num_classes), 1.0 / data.num_classes)
+    probs[np.arange(len(data.test)), data.test.labels] += 0.5      # every answer right
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert report.other_runs_summary(run_cfg, exclude_notebook="04_hf_transfer_learning") == []
+    for notebook, seconds in (("02_pytorch_alexnet", 12.0), ("03_keras_cnn", 34.0)):
+        report.finish_run(run_cfg, data, notebook=notebook, framework="numpy", model=f"m{seconds:.0f}",
+                          probs=probs, history=[], train_seconds=seconds, num_params=1,
+                          show=False)
+    lines = report.other_runs_summary(run_cfg, exclude_notebook="03_keras_cnn")
+    assert lines == ["02_pytorch_alexnet: test accuracy 100.0% after 12 s of training (m12)"]

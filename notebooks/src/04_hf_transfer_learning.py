@@ -38,8 +38,7 @@ import nbutils.data
 import nbutils.plots
 from nbutils import hf_data, hf_offline, hf_train  # before transformers: keeps TensorFlow out
 from nbutils.data import parse_spec
-from nbutils.records import find_records
-from nbutils.report import example_indices, finish_run, per_class_table
+from nbutils.report import example_indices, finish_run, other_runs_summary, per_class_table
 
 cfg = nbutils.setup(profile, model="hf_transfer", dataset=dataset, checkpoint=checkpoint,
                     image_size=image_size, probe_epochs=probe_epochs, epochs=epochs)
@@ -211,7 +210,8 @@ info = hf_train.classifier_info(model, processor, cfg.model.image_size, cfg.mode
 hf_train.save_classifier(model, processor, model_dir, info)
 record = finish_run(
     cfg, data, notebook=NOTEBOOK, framework="huggingface",
-    model=f"{cfg.model.checkpoint} ({final})", probs=probs, history=probe.history + finetune.history,
+    model=f"{cfg.model.checkpoint} ({final})", probs=probs,
+    history=probe.history + finetune.history,
     train_seconds=probe.seconds + finetune.seconds, num_params=total_params, model_path=model_dir,
     device_peak_mb=hf_train.device_peak_mb(cfg.values["device"]),
     extra={"checkpoint": cfg.model.checkpoint, "checkpoint_source": ckpt.kind,
@@ -244,18 +244,15 @@ nbutils.plots.plt.show()
 #
 # Accuracy and training time of both strategies on this run (the figures for the `cpu`
 # profile on the CIFAR-10 subset are in the README), and, when notebooks 02 and 03 have
-# run on the same dataset and profile, their from-scratch models for comparison:
+# run on the same dataset and profile, their from-scratch models for comparison
+# (`nbutils.report.other_runs_summary`):
 
 # %%
 for name, row in strategies.items():
     print(f"{name:<13}: test accuracy {row['test_acc']:.1%} after {row['train_seconds']:.0f} s "
           f"of training ({row['trainable_params']:,} trainable weights)")
 print(f"{'both':<13}: {record.train_seconds:.0f} s of training in all; final model: {final}")
-others, _ = find_records(cfg.outputs_dir, dataset=cfg.values["dataset"], profile=cfg.profile)
-for other in others:
-    if other.notebook in ("02_pytorch_alexnet", "03_keras_cnn"):
-        print(f"{other.notebook:<13}: test accuracy {other.test.accuracy:.1%} after "
-              f"{other.train_seconds:.0f} s of training from scratch ({other.model})")
+print("\n".join(other_runs_summary(cfg, exclude_notebook=NOTEBOOK)))
 
 # %% [markdown]
 # ## Exercises

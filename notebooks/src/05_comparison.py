@@ -260,7 +260,8 @@ if same_images:
 
 # %%
 report = creport.write_comparison(comparison, cfg.outputs_dir / cfg.model.report_dir, figures)
-print(f"wrote {display_path(report.parent)}:", ", ".join(sorted(p.name for p in report.parent.iterdir())))
+print(f"wrote {display_path(report.parent)}:",
+      ", ".join(sorted(p.name for p in report.parent.iterdir())))
 
 # %% [markdown]
 # ## Exercises
