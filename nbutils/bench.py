@@ -1,7 +1,8 @@
 """Benchmarks: ``python -m nbutils.bench {torch,keras,hf} [options]``.
 
-Each framework's benchmark lives in ``nbutils/benchmarks/<name>.py`` with a
-``main(argv)`` function, so ``python -m nbutils.bench torch --help`` lists its options.
+The benchmarks are the frameworks' entries in :mod:`nbutils.frameworks.registry`;
+each one's module has a ``main(argv)`` function, so ``python -m nbutils.bench torch
+--help`` lists its options.
 Benchmarks print figures and ratios measured in one run; they are not tests.
 """
 
@@ -10,16 +11,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = {"torch": "torch_bench", "keras": "keras_bench", "hf": "hf_bench"}
+from .frameworks.registry import benchmarks
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to one framework's benchmark."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in BENCHMARKS:
-        print(f"usage: python -m nbutils.bench {{{','.join(BENCHMARKS)}}} [options]")
+    available = benchmarks()
+    if not args or args[0] not in available:
+        print(f"usage: python -m nbutils.bench {{{','.join(available)}}} [options]")
         return 2
-    module = importlib.import_module(f"nbutils.benchmarks.{BENCHMARKS[args[0]]}")
+    module = importlib.import_module(available[args[0]])
     return int(module.main(args[1:]) or 0)
 
 

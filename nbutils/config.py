@@ -30,6 +30,7 @@ __all__ = [
     "available_profiles",
     "choose_profile",
     "load_config",
+    "model_settings",
 ]
 
 PROFILE_ENV = "NBUTILS_PROFILE"
@@ -193,6 +194,13 @@ class RunConfig:
         """Everything needed to reproduce the run, as plain JSON-able values."""
         return {"profile": self.profile, "model_name": self.model_name, **copy.deepcopy(self.values)}
 
+    def run_id(self, notebook: str) -> str:
+        """``<notebook>__<dataset slug>__<profile>``: names the run's model, checkpoint,
+        figures and record (the same function as ``RunRecord.run_id``)."""
+        from .records import make_run_id
+
+        return make_run_id(notebook, self.values["dataset"], self.profile)
+
     def summary(self) -> str:
         """A one-screen, human-readable summary."""
         v = self.values
@@ -227,32 +235,69 @@ def choose_profile(hardware: Hardware | None = None) -> str:
     return "lowvram" if (hw.gpu_memory_gb or 0) < LOWVRAM_LIMIT_GB else "gpu"
 
 
+def _override_targets(key: str, values: dict[str, Any], model: dict[str, Any] | None
+                      ) -> list[str]:
+    """Every setting a flat override key could mean: ``seed``, ``data.KEY``, ``model.KEY``..."""
+    targets = []
+    if key in values and not isinstance(values[key], dict):
+        targets.append(key)
+    for section in ("data", "paths"):
+        if key in values[section]:
+            targets.append(f"{section}.{key}")
+    if model is not None and key in model:
+        targets.append(f"model.{key}")
+    return targets
+
+
 def _split_overrides(
     overrides: Mapping[str, Any], values: dict[str, Any], model: dict[str, Any] | None
 ) -> tuple[dict, dict]:
-    """Route flat or dotted override keys to the top level, ``data``/``paths`` or the model."""
+    """Route flat or dotted override keys to the top level, ``data``/``paths`` or the model.
+
+    A flat key that names two settings (``image_size`` when the model has one too) is
+    an error that says which dotted keys to use instead.
+    """
     top: dict[str, Any] = {}
     mod: dict[str, Any] = {}
     for key, value in overrides.items():
-        if "." in key:
-            head, rest = key.split(".", 1)
-            if head in ("model", "models") and model is not None:
-                mod[rest] = value
-            else:
-                top.setdefault(head, {})[rest] = value
-        elif key in values and not isinstance(values[key], dict):
-            top[key] = value
-        elif model is not None and key in model:
-            mod[key] = value
-        elif key in values["data"]:
-            top.setdefault("data", {})[key] = value
-        elif key in values["paths"]:
-            top.setdefault("paths", {})[key] = value
-        else:
+        targets = [key] if "." in key else _override_targets(key, values, model)
+        if len(targets) > 1:
+            raise ConfigError(f"Override '{key}' is ambiguous: it could mean "
+                              f"{' or '.join(repr(t) for t in targets)}. Pass one of those "
+                              "dotted keys instead.")
+        if not targets:
             valid = [k for k in values if not isinstance(values[k], dict)]
             valid += list(values["data"]) + list(values["paths"]) + list(model or {})
             raise ConfigError(f"Unknown override '{key}' passed to setup(). {_closest(key, valid)}")
+        head, _, rest = targets[0].partition(".")
+        if head in ("model", "models") and rest:
+            if model is None:
+                raise ConfigError(f"Override '{key}' sets a model setting, but no model was "
+                                  "chosen: call nbutils.setup(..., model='name').")
+            mod[rest] = value
+        elif rest:
+            top.setdefault(head, {})[rest] = value
+        else:
+            top[head] = value
     return top, mod
+
+
+def model_settings(name: str, *overlays: Mapping[str, Any]) -> dict[str, Any]:
+    """``configs/models/<name>.yaml`` with each mapping of ``overlays`` merged on top.
+
+    The same reading and checking as :func:`load_config` (unknown keys and wrong types
+    are a :class:`ConfigError`), for code that builds a model without a notebook's
+    config (tests, benchmarks).
+    """
+    cdir = configs_dir()
+    path = cdir / "models" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (cdir / "models").glob("*.yaml"))
+        raise ConfigError(f"Unknown model '{name}'. {_closest(name, known)}")
+    values = _read_yaml(path)
+    for overlay in overlays:
+        values = _merge(values, overlay, f"settings of {name}")
+    return values
 
 
 def load_config(

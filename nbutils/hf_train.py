@@ -19,7 +19,6 @@ course needs around them:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -27,7 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,10 @@ import numpy as np
 
 # isort: off
 from . import hf_offline  # sets USE_TF=0 (and friends) before transformers loads
-from .inference import ClassifierInfo, write_classifier_info
+from .fitting import FitResult, Stopwatch
+from .frameworks.registry import ModelRegistry
+from .inference import ClassifierInfo, read_classifier_info, write_classifier_info
+from .settings import Settings
 
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
@@ -45,11 +47,14 @@ from transformers import (  # noqa: E402
     TrainerCallback,
     TrainingArguments,
 )
+from .torch_models import count_parameters  # noqa: E402
+from .torch_train import device_peak_mb, reset_device_peak  # noqa: E402
 # isort: on
 
 __all__ = [
     "STRATEGIES",
-    "FitResult",
+    "MODELS",
+    "TransferConfig",
     "HFClassifier",
     "EpochLogger",
     "load_pretrained",
@@ -57,14 +62,12 @@ __all__ = [
     "backbone_units",
     "head_parameter_names",
     "set_trainable",
-    "count_parameters",
     "precision_flags",
     "fit",
-    "fit_from_config",
     "history_from_log",
     "snapshot_weights",
     "restore_weights",
-    "device_peak_mb",
+    "describe_phase",
     "classifier_info",
     "predict_proba",
     "save_classifier",
@@ -74,6 +77,9 @@ __all__ = [
 STRATEGIES = ("linear_probe", "fine_tune")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _BN_TYPES = (torch.nn.modules.batchnorm._BatchNorm,)
+# Architectures this framework rebuilds: ``AutoModelForImageClassification`` reads the
+# architecture from the saved ``config.json``, so there is one family, ``auto``.
+MODELS = ModelRegistry("huggingface")
 
 
 # ------------------------------------------------------------ model and processor
@@ -118,6 +124,7 @@ def resize_processor(processor: Any, model: Any, image_size: int | None) -> tupl
     return processor, int(image_size)
 
 
+@MODELS.register("auto")
 def load_pretrained(source: str, class_names: Sequence[str],
                     image_size: int | None = None) -> tuple[Any, Any]:
     """Load a checkpoint with a new head for ``class_names`` and its matching processor.
@@ -187,13 +194,6 @@ def backbone_units(model: Any) -> list[tuple[str, list[str]]]:
     return list(units.items())
 
 
-def count_parameters(model: Any) -> tuple[int, int]:
-    """``(total, trainable)`` parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return int(total), int(trainable)
-
-
 def _keep_eval(module: torch.nn.Module, _inputs: Any) -> None:
     module.training = False
 
@@ -228,7 +228,7 @@ def set_trainable(model: Any, strategy: str, freeze_fraction: float = 0.0) -> di
         if isinstance(module, _BN_TYPES) and params and not any(p.requires_grad for p in params):
             hooks.append(module.register_forward_pre_hook(_keep_eval))
     model._nbutils_bn_hooks = hooks
-    total, trainable = count_parameters(model)
+    total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     return {"strategy": strategy, "frozen_units": [u for u, _ in units[:n_frozen]],
             "trainable_units": [u for u, _ in units[n_frozen:]],
             "total_params": total, "trainable_params": trainable}
@@ -414,41 +414,15 @@ def _checkpointing_args(enable: bool) -> dict[str, bool]:
 
 
 @dataclass
-class FitResult:
-    """One training run: its strategy, per-epoch history, time and what was trained.
+class TransferConfig(Settings):
+    """One phase of transfer learning (a linear probe or fine-tuning).
 
-    ``seconds`` is wall-clock time; ``cpu_seconds`` the CPU time of this process (all
-    threads), which depends much less on other work sharing the machine.
-    """
+    Build it with :meth:`for_phase` from a notebook's config: the probe takes
+    ``probe_epochs`` and ``probe_learning_rate``, fine-tuning ``epochs`` and
+    ``learning_rate``; ``precision: auto`` stays fp32 unless the run asks for mixed
+    precision.
 
-    strategy: str
-    history: list[dict[str, Any]]
-    seconds: float
-    val_accuracy: float
-    trainable: dict[str, Any]
-    cpu_seconds: float = 0.0
-    log_history: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-    def summary(self) -> str:
-        """One line: strategy, epochs, val accuracy, time, trainable weights."""
-        t = self.trainable
-        return (f"{self.strategy}: {len(self.history)} epoch(s), val acc {self.val_accuracy:.3f}, "
-                f"{self.seconds:.1f} s (CPU time {self.cpu_seconds:.0f} s), trainable "
-                f"{t['trainable_params']:,} of {t['total_params']:,} weights")
-
-
-def fit(model: Any, dsets: Any, *, strategy: str, epochs: int, batch_size: int,
-        learning_rate: float, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
-        gradient_accumulation_steps: int = 1, gradient_checkpointing: bool = False,
-        precision: str = "auto", device: str = "cpu", freeze_fraction: float = 0.0,
-        label_smoothing: float = 0.0, seed: int = 42, num_workers: int = 0,
-        threads: int | None = None, channels_last: bool = False, progress: bool = True,
-        phase_offset: int = 0) -> FitResult:
-    """Train ``model`` in place with the Hugging Face ``Trainer``.
-
-    Args:
-        model: from :func:`load_pretrained`.
-        dsets: from :func:`nbutils.hf_data.prepare_datasets` (``train`` and ``val`` used).
+    Attributes:
         strategy: ``linear_probe`` or ``fine_tune`` (see :func:`set_trainable`).
         epochs, batch_size, learning_rate, weight_decay, warmup_ratio: the usual.
         gradient_accumulation_steps: micro-batches per optimizer step (effective
@@ -456,78 +430,124 @@ def fit(model: Any, dsets: Any, *, strategy: str, epochs: int, batch_size: int,
         gradient_checkpointing: recompute activations in the backward pass (less
             memory, about 20-30% slower).
         precision: ``auto``/``fp32``/``fp16``/``bf16`` (see :func:`precision_flags`).
-        device: ``cpu`` or ``cuda``.
         freeze_fraction: share of backbone blocks kept frozen when fine-tuning.
         label_smoothing: label smoothing factor of the cross-entropy.
-        seed: Trainer seed (shuffling, head initialisation is already done).
-        num_workers: DataLoader worker processes.
-        threads: PyTorch CPU threads (``None``: PyTorch's default).
         channels_last: store convolution weights channels-last (NHWC), which oneDNN and
             cuDNN run faster for CNNs (about 1.5x for EfficientNet training on a CPU).
+        seed: Trainer seed (shuffling; the head was initialised when loaded).
+        num_workers: DataLoader worker processes.
+        threads: PyTorch CPU threads (0: PyTorch's default).
+    """
+
+    strategy: str = "fine_tune"
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    precision: str = "auto"
+    freeze_fraction: float = 0.0
+    label_smoothing: float = 0.0
+    channels_last: bool = False
+    seed: int = 42
+    num_workers: int = 0
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be at least 1, got {self.epochs} "
+                             f"and {self.batch_size}")
+
+    @classmethod
+    def for_phase(cls, cfg: Any, strategy: str, **changes: Any) -> TransferConfig:
+        """The settings of one phase, from a notebook-04 :class:`~nbutils.config.RunConfig`."""
+        m = cfg.model
+        probe = strategy == "linear_probe"
+        precision = "fp32" if m.precision == "auto" and not cfg.mixed_precision else m.precision
+        values = dict(strategy=strategy, epochs=m.probe_epochs if probe else m.epochs,
+                      learning_rate=m.probe_learning_rate if probe else m.learning_rate,
+                      precision=precision, seed=cfg.seed, num_workers=cfg.data.num_workers,
+                      threads=cfg.hardware.cpu_count)
+        return cls.from_settings(m, **{**values, **changes})
+
+
+def _training_arguments(config: TransferConfig, device: str, out_dir: str) -> TrainingArguments:
+    """``TrainingArguments`` for one phase: per-epoch evaluation, no saving, no reports."""
+    return TrainingArguments(
+        output_dir=out_dir, num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size * 2, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="cosine", gradient_accumulation_steps=config.gradient_accumulation_steps,
+        **_checkpointing_args(config.gradient_checkpointing),
+        **precision_flags(config.precision, device),
+        label_smoothing_factor=config.label_smoothing, eval_strategy="epoch",
+        logging_strategy="epoch", save_strategy="no", report_to="none",
+        remove_unused_columns=False, label_names=["labels"], seed=config.seed,
+        data_seed=config.seed, use_cpu=device != "cuda",
+        dataloader_num_workers=config.num_workers, dataloader_pin_memory=device == "cuda",
+        disable_tqdm=True,
+    )
+
+
+def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
+        progress: bool = True, phase_offset: int = 0) -> FitResult:
+    """Train ``model`` in place with the Hugging Face ``Trainer``.
+
+    Args:
+        model: from :func:`load_pretrained`.
+        dsets: from :func:`nbutils.hf_data.prepare_datasets` (``train`` and ``val`` used).
+        config: the phase's :class:`TransferConfig`.
+        device: ``cpu`` or ``cuda``.
         progress: show the tqdm bar.
         phase_offset: first epoch number minus one in the returned history.
+
+    Returns:
+        A :class:`~nbutils.fitting.FitResult` whose ``extra`` holds ``strategy`` and
+        ``trainable`` (what :func:`set_trainable` froze and left to learn).
     """
     from .hf_data import collate
 
-    trainable = set_trainable(model, strategy, freeze_fraction)
-    if channels_last:
+    trainable = set_trainable(model, config.strategy, config.freeze_fraction)
+    if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    if device == "cpu" and threads:
-        torch.set_num_threads(int(threads))
+    if device == "cpu" and config.threads:
+        torch.set_num_threads(int(config.threads))
     out_dir = tempfile.mkdtemp(prefix="nbutils-hf-trainer-")
-    args = TrainingArguments(
-        output_dir=out_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size * 2, learning_rate=learning_rate,
-        weight_decay=weight_decay, warmup_steps=warmup_ratio, lr_scheduler_type="cosine",
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        **_checkpointing_args(gradient_checkpointing), **precision_flags(precision, device),
-        label_smoothing_factor=label_smoothing, eval_strategy="epoch", logging_strategy="epoch",
-        save_strategy="no", report_to="none", remove_unused_columns=False,
-        label_names=["labels"], seed=seed, data_seed=seed, use_cpu=device != "cuda",
-        dataloader_num_workers=num_workers, dataloader_pin_memory=device == "cuda",
-        disable_tqdm=True,
-    )
-    trainer = CourseTrainer(model=model, args=args, train_dataset=dsets["train"],
-                            eval_dataset=dsets["val"], data_collator=collate,
-                            compute_metrics=_eval_metrics)
+    trainer = CourseTrainer(model=model, args=_training_arguments(config, device, out_dir),
+                            train_dataset=dsets["train"], eval_dataset=dsets["val"],
+                            data_collator=collate, compute_metrics=_eval_metrics)
     for cb in list(trainer.callback_handler.callbacks):
         if type(cb).__name__ in ("PrinterCallback", "ProgressCallback", "NotebookProgressCallback"):
             trainer.remove_callback(cb)
-    trainer.add_callback(EpochLogger(trainer, desc=strategy, progress=progress))
-    start, cpu_start = time.perf_counter(), time.process_time()
+    trainer.add_callback(EpochLogger(trainer, desc=config.strategy, progress=progress))
+    reset_device_peak(device)
     try:
-        trainer.train()
+        with Stopwatch() as clock:
+            trainer.train()
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
-    seconds = time.perf_counter() - start
-    cpu_seconds = time.process_time() - cpu_start
     model.eval()
-    log = copy.deepcopy(trainer.state.log_history)
-    history = history_from_log(log, phase=strategy, epoch_offset=phase_offset)
-    val_acc = history[-1].get("val_acc", math.nan) if history else math.nan
-    return FitResult(strategy, history, seconds, float(val_acc), trainable, cpu_seconds, log)
+    history = history_from_log(trainer.state.log_history, phase=config.strategy,
+                               epoch_offset=phase_offset)
+    vals = [h.get("val_acc", -math.inf) for h in history]
+    best = phase_offset + int(np.argmax(vals)) + 1 if history else 0
+    return FitResult(history=history, train_seconds=clock.seconds, cpu_seconds=clock.cpu_seconds,
+                     best_epoch=best, device_peak_mb=device_peak_mb(device),
+                     threads=[torch.get_num_threads()] if device == "cpu" else [],
+                     load_average=clock.load,
+                     extra={"strategy": config.strategy, "trainable": trainable})
 
 
-def fit_from_config(model: Any, dsets: Any, cfg: Any, strategy: str, progress: bool = True,
-                    phase_offset: int = 0) -> FitResult:
-    """:func:`fit` with the settings of a notebook-04 :class:`~nbutils.config.RunConfig`."""
-    m = cfg.model
-    probe = strategy == "linear_probe"
-    precision = m.precision
-    if precision == "auto" and not cfg.values["mixed_precision"]:
-        precision = "fp32"
-    return fit(
-        model, dsets, strategy=strategy, epochs=m.probe_epochs if probe else m.epochs,
-        batch_size=m.batch_size, learning_rate=m.probe_learning_rate if probe else m.learning_rate,
-        weight_decay=m.weight_decay, warmup_ratio=m.warmup_ratio,
-        gradient_accumulation_steps=m.gradient_accumulation_steps,
-        gradient_checkpointing=m.gradient_checkpointing, precision=precision,
-        device=cfg.values["device"], freeze_fraction=m.freeze_fraction,
-        label_smoothing=m.label_smoothing, seed=cfg.values["seed"],
-        num_workers=cfg.values["data"]["num_workers"], threads=cfg.hardware.cpu_count,
-        channels_last=m.channels_last, progress=progress,
-        phase_offset=phase_offset,
-    )
+def describe_phase(result: FitResult) -> str:
+    """One line: strategy, epochs, validation accuracy, time, trainable weights."""
+    t = result.extra["trainable"]
+    return (f"{result.extra['strategy']}: {result.summary()}, trainable "
+            f"{t['trainable_params']:,} of {t['total_params']:,} weights")
 
 
 def snapshot_weights(model: Any) -> dict[str, torch.Tensor]:
@@ -538,13 +558,6 @@ def snapshot_weights(model: Any) -> dict[str, torch.Tensor]:
 def restore_weights(model: Any, snapshot: dict[str, torch.Tensor]) -> None:
     """Load weights saved by :func:`snapshot_weights` back into ``model``."""
     model.load_state_dict(snapshot)
-
-
-def device_peak_mb(device: str) -> float | None:
-    """Peak GPU memory allocated by PyTorch so far (MiB), or ``None`` on the CPU."""
-    if device == "cuda" and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return None
 
 
 # ------------------------------------------------------------------ inference
@@ -605,9 +618,9 @@ def classifier_info(model: Any, processor: Any, image_size: int, checkpoint: str
                           extra={"checkpoint": checkpoint, **(extra or {})})
 
 
-def save_classifier(model: Any, processor: Any, model_dir: str | os.PathLike[str],
-                    info: ClassifierInfo) -> Path:
-    """``save_pretrained`` the model and processor plus ``classifier.json``, atomically.
+def save_classifier(model_dir: str | os.PathLike[str], model: Any, info: ClassifierInfo, *,
+                    processor: Any) -> Path:
+    """``save_pretrained`` the model and its image ``processor`` plus ``classifier.json``.
 
     Everything is written to a temporary folder beside ``model_dir`` that then
     replaces it, so a crash never leaves half a model. The folder loads with
@@ -636,11 +649,12 @@ def save_classifier(model: Any, processor: Any, model_dir: str | os.PathLike[str
     return target
 
 
-def load_classifier(model_dir: str | os.PathLike[str], info: ClassifierInfo,
+def load_classifier(model_dir: str | os.PathLike[str], info: ClassifierInfo | None = None,
                     device: str = "cpu") -> HFClassifier:
     """Reload a model saved by :func:`save_classifier` (the ``nbutils.inference`` contract)."""
     hf_offline.quiet_transformers()
     folder = str(model_dir)
+    info = info or read_classifier_info(folder)
     processor = AutoImageProcessor.from_pretrained(folder)
     model = AutoModelForImageClassification.from_pretrained(folder).to(device).eval()
     return HFClassifier(info=info, model=model, processor=processor)

@@ -8,7 +8,6 @@ so notebooks 05 and 06 treat the three frameworks alike.
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,15 +15,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .frameworks.registry import UnknownFrameworkError, get_framework
 from .paths import atomic_write_text, resolve_path
 
 __all__ = ["ClassifierInfo", "Classifier", "write_classifier_info", "read_classifier_info",
-           "load_classifier", "FRAMEWORK_MODULES"]
+           "load_classifier"]
 
 INFO_FILE = "classifier.json"
-# framework name -> module providing ``load_classifier(model_dir, info, device) -> Classifier``
-FRAMEWORK_MODULES = {"pytorch": "nbutils.torch_train", "keras": "nbutils.keras_train",
-                     "huggingface": "nbutils.hf_train"}
 
 
 @dataclass
@@ -76,10 +73,16 @@ def read_classifier_info(model_dir: str | Path) -> ClassifierInfo:
 
 
 def load_classifier(model_dir: str | Path, device: str = "cpu") -> Classifier:
-    """Reload a saved course model, importing only its own framework."""
+    """Reload a saved course model, importing only its own framework.
+
+    The framework named in ``classifier.json`` is looked up in
+    :mod:`nbutils.frameworks.registry`; its module's ``load_classifier(model_dir, info,
+    device)`` rebuilds the model.
+    """
     folder = resolve_path(model_dir)
     info = read_classifier_info(folder)
-    if info.framework not in FRAMEWORK_MODULES:
-        raise ValueError(f"Unknown framework {info.framework!r} in {folder / INFO_FILE}")
-    module = importlib.import_module(FRAMEWORK_MODULES[info.framework])
-    return module.load_classifier(folder, info, device=device)
+    try:
+        framework = get_framework(info.framework)
+    except UnknownFrameworkError as exc:
+        raise ValueError(f"{folder / INFO_FILE}: {exc}") from exc
+    return framework.load_module().load_classifier(folder, info, device=device)

@@ -12,42 +12,45 @@ Importing this module selects the TensorFlow backend (see :mod:`nbutils.keras_da
 
 from __future__ import annotations
 
-import copy
 import math
 import os
-import resource
 import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from .config import model_settings as _config_model_settings
+from .fitting import FitResult, Stopwatch
+from .frameworks.registry import ModelRegistry
+from .images import as_image_batch, resize_images
 from .inference import ClassifierInfo, write_classifier_info
 
 # keras_data selects the TensorFlow backend before it imports keras and tensorflow
 from .keras_data import configure_tensorflow, keras, make_dataset, tf
-from .paths import atomic_write_text, configs_dir
+from .paths import atomic_write_text
+from .settings import Settings
 
 __all__ = [
-    "ARCH_KEYS", "ABLATION_VARIANTS", "MODEL_FILE", "KerasClassifier", "TrainResult",
-    "LearningRateLogger", "EpochTimer", "TqdmProgress",
-    "setup_keras", "default_settings", "model_settings", "augmentation_layers", "build_cnn", "build_cnn_for", "compile_cnn",
-    "make_callbacks", "train", "history_to_records", "predict_proba", "save_classifier",
-    "load_classifier", "run_ablation", "ablation_frame", "save_ablation", "device_peak_mb", "reset_device_peak",
+    "ARCH_KEYS", "ABLATION_VARIANTS", "MODEL_FILE", "MODELS", "KerasClassifier",
+    "KerasTrainConfig", "LearningRateLogger", "EpochTimer", "TqdmProgress",
+    "setup_keras", "model_settings", "augmentation_layers", "build_cnn", "build_cnn_for",
+    "compile_cnn", "make_callbacks", "fit", "history_to_records", "predict_proba",
+    "classifier_info", "save_classifier", "load_classifier", "run_ablation", "ablation_frame",
+    "save_ablation", "device_peak_mb", "reset_device_peak",
 ]
 
 MODEL_FILE = "model.keras"
 # settings that shape the network (the rest of configs/models/keras_cnn.yaml is training)
 ARCH_KEYS = ("widths", "convs_per_block", "dense_units", "batch_norm", "bn_momentum", "dropout",
              "l2", "augment", "flip", "rotation", "translate", "zoom", "contrast", "interpolation")
-TRAIN_KEYS = ("epochs", "batch_size", "learning_rate", "warmup_epochs", "label_smoothing",
-              "early_stopping_patience", "monitor", "jit_compile")
-_DEFAULTS: dict[str, Any] = {}  # filled from configs/models/keras_cnn.yaml on first use
+# The architectures this framework builds: a saved ``.keras`` file rebuilds itself, so the
+# registry names the builder of each family for notebooks and benchmarks.
+MODELS = ModelRegistry("keras")
 # "baseline / +BatchNorm / +Dropout / final": each row adds one ingredient
 ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"batch_norm": False, "dropout": 0.0, "augment": False},
@@ -84,26 +87,14 @@ def setup_keras(cfg: Any) -> dict[str, Any]:
             "memory_growth": state["memory_growth"], "gpus": state["gpus"]}
 
 
-def default_settings() -> dict[str, Any]:
-    """The defaults of every setting, read from ``configs/models/keras_cnn.yaml``."""
-    if not _DEFAULTS:
-        path = configs_dir() / "models" / "keras_cnn.yaml"
-        _DEFAULTS.update(yaml.safe_load(path.read_text()) or {})
-    return copy.deepcopy(_DEFAULTS)
-
-
 def model_settings(model_cfg: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """The CNN's settings: the YAML defaults, then ``cfg.model`` (a mapping), then ``overrides``.
+    """The CNN's settings: ``configs/models/keras_cnn.yaml``, then ``model_cfg``, then ``overrides``.
 
-    Unknown keys are errors naming the valid ones, as in :func:`nbutils.setup`.
+    Read through :func:`nbutils.config.model_settings`, the path every notebook's settings
+    take, so unknown keys and wrong types are the same ``ConfigError`` as in
+    :func:`nbutils.setup`.
     """
-    settings = default_settings()
-    source = dict(model_cfg.items()) if model_cfg is not None else {}
-    for key, value in {**source, **overrides}.items():
-        if key not in settings:
-            raise ValueError(f"Unknown keras_cnn setting '{key}'. Valid settings: "
-                             f"{', '.join(sorted(settings))}")
-        settings[key] = value
+    settings = _config_model_settings("keras_cnn", dict(model_cfg or {}), overrides)
     settings["widths"] = [int(w) for w in settings["widths"]]
     if not settings["widths"] or min(settings["widths"]) < 1:
         raise ValueError(f"widths must be a non-empty list of positive ints, got "
@@ -156,6 +147,7 @@ def _augmentation(settings: Mapping[str, Any], seed: int) -> keras.Sequential | 
     return keras.Sequential(layers, name="augmentation") if layers else None
 
 
+@MODELS.register("keras_cnn")
 def build_cnn(
     num_classes: int,
     image_size: int,
@@ -340,31 +332,22 @@ def make_callbacks(log_dir: str | Path | None, epochs: int, patience: int = 8,
 # --------------------------------------------------------------------------- training
 
 @dataclass
-class TrainResult:
-    """What :func:`train` returns."""
+class KerasTrainConfig(Settings):
+    """How :func:`fit` compiles and trains (the training half of ``keras_cnn.yaml``)."""
 
-    model: keras.Model
-    history: list[dict[str, float]]
-    train_seconds: float
-    best_epoch: int
-    log_dir: Path | None = None
-    restored_best: bool = False
-    settings: dict[str, Any] = field(default_factory=dict)
-    cpu_seconds: float = 0.0
-    load_average: float | None = None
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    early_stopping_patience: int = 8
+    monitor: str = "val_accuracy"
+    jit_compile: bool = False
 
-
-def _cpu_seconds() -> float:
-    """CPU seconds this process has used (all threads): a load-independent cost measure."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:  # not available on this platform
-        return None
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be at least 1, got {self.epochs} "
+                             f"and {self.batch_size}")
 
 
 def history_to_records(history: Any) -> list[dict[str, float]]:
@@ -389,88 +372,76 @@ def history_to_records(history: Any) -> list[dict[str, float]]:
     return records
 
 
-def train(
+def fit(
     model: keras.Model,
     data: Any,
-    model_cfg: Mapping[str, Any] | None = None,
+    config: KerasTrainConfig,
     *,
     log_dir: str | Path | None = None,
     seed: int = 42,
     restore_best: bool = True,
     progress: bool = True,
     desc: str = "train",
-    **overrides: Any,
-) -> TrainResult:
+) -> FitResult:
     """Compile and fit ``model`` on the train split with the ``val`` split for validation.
 
     Args:
         model: an uncompiled (or to-be-recompiled) model, e.g. from :func:`build_cnn_for`.
         data: the loaded dataset.
-        model_cfg: ``cfg.model`` (epochs, batch_size, learning_rate, ...).
+        config: epochs, batch size, learning rate, ... (``KerasTrainConfig.from_settings``).
         log_dir: where the checkpoint, CSV log and TensorBoard events go (``None``: none).
         seed: the shuffle seed.
         restore_best: reload the best-``monitor`` checkpoint after training.
         progress: show a tqdm bar over the epochs.
         desc: the progress bar's label.
-        **overrides: any setting, e.g. ``epochs=3``.
 
     Returns:
-        A :class:`TrainResult` (model, per-epoch history, seconds, best epoch).
+        A :class:`~nbutils.fitting.FitResult`; ``extra["restored_best"]`` says whether
+        the best checkpoint was reloaded. The model is trained in place.
     """
-    s = model_settings(model_cfg, **overrides)
-    epochs, batch_size = int(s["epochs"]), int(s["batch_size"])
     # full batches only: no extra graph for a last, smaller batch and no BatchNorm statistics
     # from a handful of images; the dropped images change every epoch (reshuffled)
-    drop = len(data.train) >= batch_size
-    train_ds = make_dataset(data, "train", batch_size, shuffle=True, seed=seed,
+    drop = len(data.train) >= config.batch_size
+    train_ds = make_dataset(data, "train", config.batch_size, shuffle=True, seed=seed,
                             drop_remainder=drop)
-    val_ds = make_dataset(data, "val", batch_size, shuffle=False)
-    steps = len(data.train) // batch_size if drop else 1
-    compile_cnn(model, steps, epochs, s["learning_rate"], s["warmup_epochs"],
-                s["label_smoothing"], s["jit_compile"])
+    val_ds = make_dataset(data, "val", config.batch_size, shuffle=False)
+    steps = len(data.train) // config.batch_size if drop else 1
+    compile_cnn(model, steps, config.epochs, config.learning_rate, config.warmup_epochs,
+                config.label_smoothing, config.jit_compile)
     if log_dir is not None and Path(log_dir).exists():
         shutil.rmtree(log_dir)  # a re-run starts a fresh log, not appended TensorBoard runs
-    callbacks = make_callbacks(log_dir, epochs, int(s["early_stopping_patience"]), s["monitor"],
-                               progress=progress, desc=desc)
-    start, cpu_start = time.perf_counter(), _cpu_seconds()
-    keras_history = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                              callbacks=callbacks, verbose=0,
-                              shuffle=False)  # the pipeline reshuffles every epoch itself
-    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    callbacks = make_callbacks(log_dir, config.epochs, config.early_stopping_patience,
+                               config.monitor, progress=progress, desc=desc)
+    reset_device_peak()
+    with Stopwatch() as clock:
+        keras_history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                                  callbacks=callbacks, verbose=0,
+                                  shuffle=False)  # the pipeline reshuffles every epoch itself
     history = history_to_records(keras_history)
-    key = {"val_accuracy": "val_acc", "val_loss": "val_loss"}.get(s["monitor"], s["monitor"])
-    values = [h.get(key, math.nan) for h in history]
-    pick = np.nanargmin if "loss" in key else np.nanargmax
-    best_epoch = int(pick(values)) + 1 if history and not np.all(np.isnan(values)) else len(history)
-    restored = False
     best_file = Path(log_dir) / "best.weights.h5" if log_dir is not None else None
-    if restore_best and best_file is not None and best_file.is_file():
+    restored = bool(restore_best and best_file is not None and best_file.is_file())
+    if restored:
         model.load_weights(str(best_file))
-        restored = True
-    return TrainResult(model=model, history=history, train_seconds=seconds, best_epoch=best_epoch,
-                       log_dir=Path(log_dir) if log_dir is not None else None,
-                       restored_best=restored, settings=s, cpu_seconds=cpu,
-                       load_average=_load_average())
+    return FitResult(history=history, train_seconds=clock.seconds, cpu_seconds=clock.cpu_seconds,
+                     best_epoch=_best_epoch(history, config.monitor),
+                     device_peak_mb=device_peak_mb(), load_average=clock.load,
+                     extra={"restored_best": restored})
+
+
+def _best_epoch(history: list[dict[str, float]], monitor: str) -> int:
+    """The 1-based epoch with the best ``monitor`` value (the last one if none was logged)."""
+    key = {"val_accuracy": "val_acc", "val_loss": "val_loss"}.get(monitor, monitor)
+    values = [h.get(key, math.nan) for h in history]
+    if not history or np.all(np.isnan(values)):
+        return len(history)
+    return int((np.nanargmin if "loss" in key else np.nanargmax)(values)) + 1
 
 
 # --------------------------------------------------------------------------- inference
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 NHWC images with PIL bilinear, as the data layer does."""
-    from PIL import Image
-
-    if images.shape[1:3] == (size, size):
-        return images
-    return np.stack([np.asarray(Image.fromarray(img).resize((size, size),
-                                                             Image.Resampling.BILINEAR))
-                     for img in images])
-
-
 def _as_images(images: np.ndarray) -> np.ndarray:
-    arr = np.asarray(images)
-    if arr.ndim == 3:  # a single image
-        arr = arr[None]
-    if arr.ndim != 4 or arr.shape[-1] != 3:
+    arr = as_image_batch(images)
+    if arr.shape[-1] != 3:
         raise ValueError(f"Expected uint8 images shaped (N, H, W, 3), got {arr.shape}")
     if arr.dtype != np.uint8:
         raise ValueError(f"Expected uint8 images (0..255), got {arr.dtype}; the model "
@@ -489,7 +460,7 @@ def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 64,
     """
     arr = _as_images(images)
     size = int(model.inputs[0].shape[1])
-    arr = _resize(arr, size)
+    arr = resize_images(arr, size) if len(arr) else arr
     if len(arr) == 0:
         return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
     probs = _predict_batches(model, arr, batch_size)
@@ -527,12 +498,24 @@ class KerasClassifier:
                                  tta_flip=bool(self.info.extra.get("tta_flip", False)))
 
 
-def save_classifier(model: keras.Model, model_dir: str | Path, data: Any,
-                    model_name: str = "keras_cnn", tta_flip: bool = False,
-                    extra: Mapping[str, Any] | None = None) -> Path:
-    """Save ``model`` as ``<model_dir>/model.keras`` (atomically) with ``classifier.json``.
+def classifier_info(data: Any, model_name: str = "keras_cnn", tta_flip: bool = False,
+                    extra: Mapping[str, Any] | None = None) -> ClassifierInfo:
+    """The ``classifier.json`` contents for a Keras model trained on ``data``.
 
     ``tta_flip`` is recorded so that the reloaded classifier predicts the same way.
+    """
+    return ClassifierInfo(
+        framework="keras", model=model_name, class_names=list(data.class_names),
+        image_size=int(data.image_size), mean=[float(v) for v in data.mean],
+        std=[float(v) for v in data.std],
+        extra={"file": MODEL_FILE, "input": "uint8 NHWC; rescaling and normalisation inside",
+               "tta_flip": bool(tta_flip),
+               "keras": keras.__version__, "tensorflow": tf.__version__, **dict(extra or {})},
+    )
+
+
+def save_classifier(model_dir: str | Path, model: keras.Model, info: ClassifierInfo) -> Path:
+    """Save ``model`` as ``<model_dir>/model.keras`` (atomically) with ``classifier.json``.
 
     Returns:
         The model folder (pass it to ``finish_run(model_path=...)``).
@@ -546,19 +529,11 @@ def save_classifier(model: keras.Model, model_dir: str | Path, data: Any,
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    info = ClassifierInfo(
-        framework="keras", model=model_name, class_names=list(data.class_names),
-        image_size=int(data.image_size), mean=[float(v) for v in data.mean],
-        std=[float(v) for v in data.std],
-        extra={"file": MODEL_FILE, "input": "uint8 NHWC; rescaling and normalisation inside",
-               "tta_flip": bool(tta_flip),
-               "keras": keras.__version__, "tensorflow": tf.__version__, **dict(extra or {})},
-    )
     write_classifier_info(folder, info)
     return folder
 
 
-def load_classifier(model_dir: str | Path, info: ClassifierInfo,
+def load_classifier(model_dir: str | Path, info: ClassifierInfo | None = None,
                     device: str = "cpu") -> KerasClassifier:
     """Reload a saved ``.keras`` model with ``safe_mode=True`` (no arbitrary code runs).
 
@@ -567,7 +542,10 @@ def load_classifier(model_dir: str | Path, info: ClassifierInfo,
         info: its :class:`~nbutils.inference.ClassifierInfo`.
         device: ``cpu`` or ``cuda``.
     """
+    from .inference import read_classifier_info
+
     folder = Path(model_dir)
+    info = info or read_classifier_info(folder)
     path = folder / str(info.extra.get("file", MODEL_FILE))
     if not path.is_file():
         raise FileNotFoundError(f"No {path.name} in {folder}: re-run notebook 03 to train and "
@@ -611,8 +589,8 @@ def run_ablation(
     for name, change in (variants or ABLATION_VARIANTS).items():
         s = {**base, **dict(change)}
         model = build_cnn_for(data, s, seed=seed)
-        result = train(model, data, s, log_dir=None, seed=seed, restore_best=False,
-                       progress=progress, desc=name)
+        result = fit(model, data, KerasTrainConfig.from_settings(s), log_dir=None, seed=seed,
+                     restore_best=False, progress=progress, desc=name)
         last = result.history[-1]
         rows.append({
             "variant": name, "batch_norm": bool(s["batch_norm"]), "dropout": float(s["dropout"]),

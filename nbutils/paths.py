@@ -8,14 +8,16 @@ therefore see the same folders.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = ["project_root", "configs_dir", "resolve_path", "display_path", "atomic_write",
-           "atomic_write_text"]
+           "atomic_write_text", "atomic_write_json", "json_default"]
 
 
 def _looks_like_root(path: Path) -> bool:
@@ -86,3 +88,19 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_write(path, "w") as handle:
         handle.write(text)
     return Path(path)
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy arrays and scalars and paths."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> Path:
+    """Write ``payload`` as indented JSON atomically (numpy values and paths converted)."""
+    return atomic_write_text(path, json.dumps(payload, indent=2, default=json_default) + "\n")

@@ -13,13 +13,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .paths import atomic_write_text, resolve_path
+from .frameworks.registry import framework_ids
+from .paths import atomic_write_json, resolve_path
 
 __all__ = [
     "SCHEMA_VERSION",
     "RecordError",
     "TestMetrics",
     "RunRecord",
+    "make_run_id",
     "record_path",
     "write_record",
     "read_record",
@@ -27,11 +29,25 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-FRAMEWORKS = ("pytorch", "keras", "huggingface", "numpy")
 
 
 class RecordError(ValueError):
     """A run record is malformed or of a schema this version cannot read."""
+
+
+def make_run_id(notebook: str, dataset: str, profile: str) -> str:
+    """``<notebook>__<dataset slug>__<profile>``: the one place a run id is made.
+
+    ``cfg.run_id(notebook)`` and ``RunRecord.run_id`` both call it, so a run's model,
+    checkpoint, figures and record share one name.
+    """
+    from .data.specs import parse_spec
+
+    try:
+        slug = parse_spec(dataset).slug
+    except Exception:  # noqa: BLE001 - unusual specs still get a name
+        slug = "".join(c if c.isalnum() else "-" for c in dataset)
+    return f"{notebook}__{slug}__{profile}"
 
 
 @dataclass
@@ -73,8 +89,9 @@ class RunRecord:
 
     def validate(self) -> RunRecord:
         """Check types and ranges; raise :class:`RecordError` naming the bad field."""
-        if self.framework not in FRAMEWORKS:
-            raise RecordError(f"framework must be one of {FRAMEWORKS}, got {self.framework!r}")
+        if self.framework not in framework_ids():
+            raise RecordError(f"framework must be one of {framework_ids()}, "
+                              f"got {self.framework!r}")
         for name in ("notebook", "model", "dataset", "profile"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise RecordError(f"'{name}' must be a non-empty string")
@@ -98,13 +115,7 @@ class RunRecord:
     @property
     def run_id(self) -> str:
         """``<notebook>__<dataset slug>__<profile>``: the record's file stem."""
-        from .data.specs import parse_spec
-
-        try:
-            slug = parse_spec(self.dataset).slug
-        except Exception:  # noqa: BLE001 - unusual specs still get a name
-            slug = "".join(c if c.isalnum() else "-" for c in self.dataset)
-        return f"{self.notebook}__{slug}__{self.profile}"
+        return make_run_id(self.notebook, self.dataset, self.profile)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -147,17 +158,7 @@ def record_path(record: RunRecord, outputs_dir: str | os.PathLike[str] = "output
 def write_record(record: RunRecord, outputs_dir: str | os.PathLike[str] = "outputs") -> Path:
     """Validate and write a record atomically; returns its path."""
     record.validate()
-    path = record_path(record, outputs_dir)
-    atomic_write_text(path, json.dumps(record.to_dict(), indent=2, default=_json_default) + "\n")
-    return path
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+    return atomic_write_json(record_path(record, outputs_dir), record.to_dict())
 
 
 def read_record(path: str | os.PathLike[str]) -> RunRecord:

@@ -26,7 +26,7 @@ def setup(profile: str = "auto", model: str | None = None, verbose: bool = True,
         The validated :class:`~nbutils.config.RunConfig`.
     """
     cfg = load_config(profile, model=model, **overrides)
-    seed_everything(cfg.values["seed"], deterministic=cfg.values["deterministic"])
+    seed_everything(cfg.seed, deterministic=cfg.deterministic)
     if verbose:
         print(cfg.summary())
     return cfg

@@ -17,12 +17,15 @@ count 2 FLOPs; element-wise layers are not counted).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from .frameworks.registry import ModelRegistry
+
 __all__ = [
+    "MODELS",
     "ARCHITECTURES",
     "NORMS",
     "AlexNetConfig",
@@ -35,6 +38,11 @@ __all__ = [
     "ModelSummary",
     "summarize",
 ]
+
+# The architectures ``load_classifier`` can rebuild: family name -> (builder, config class).
+# A new architecture is one ``@MODELS.register("family", config=ItsConfig)`` builder whose
+# config dataclass has ``family``, ``to_dict``, ``from_dict`` and ``name``.
+MODELS = ModelRegistry("pytorch")
 
 ARCHITECTURES = ("small", "alexnet224")
 NORMS = ("batchnorm", "lrn", "none")
@@ -59,6 +67,8 @@ class AlexNetConfig:
         dropout: dropout probability before the hidden fully connected layers.
         pretrained: start ``alexnet224`` from torchvision's ImageNet weights.
     """
+
+    family: ClassVar[str] = "alexnet"
 
     architecture: str = "small"
     num_classes: int = 10
@@ -239,13 +249,25 @@ def alexnet224(config: AlexNetConfig) -> nn.Module:
     return model
 
 
-def build_model(config: AlexNetConfig | dict[str, Any]) -> nn.Module:
-    """Instantiate a model of the family from its config (a dataclass or a dict)."""
-    if isinstance(config, dict):
-        config = AlexNetConfig.from_dict(config)
+@MODELS.register("alexnet", config=AlexNetConfig)
+def build_alexnet(config: AlexNetConfig) -> nn.Module:
+    """The AlexNet family: the 224-pixel original or the small-image version."""
     if config.architecture == "alexnet224":
         return alexnet224(config)
     return SmallAlexNet(config)
+
+
+def build_model(config: Any, family: str | None = None) -> nn.Module:
+    """Build a registered architecture from its config object (or a dict of ``family``).
+
+    The config is attached as ``model.model_config``, so ``save_classifier`` can write
+    it beside the weights and ``load_classifier`` can rebuild the same network.
+    """
+    if isinstance(config, dict):
+        config = MODELS.config_from_dict(family or "alexnet", config)
+    model = MODELS.build(family or type(config).family, config)
+    model.model_config = config
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

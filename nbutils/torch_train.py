@@ -23,7 +23,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from .inference import ClassifierInfo, write_classifier_info
+from .fitting import FitResult, Stopwatch
+from .inference import ClassifierInfo, read_classifier_info, write_classifier_info
 from .paths import atomic_write, atomic_write_text, resolve_path
+from .settings import Settings
 from .torch_data import to_model_input
-from .torch_models import AlexNetConfig, build_model
+from .torch_models import MODELS, build_model
 
 __all__ = [
     "TrainConfig",
@@ -47,6 +49,11 @@ __all__ = [
     "make_optimizer",
     "make_scheduler",
     "make_train_step",
+    "Checkpointer",
+    "EarlyStopping",
+    "train_epoch",
+    "device_peak_mb",
+    "reset_device_peak",
     "fit",
     "evaluate",
     "predict_proba",
@@ -66,7 +73,7 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Settings of one training run (all of them recorded in the checkpoint).
 
     Attributes:
@@ -115,35 +122,6 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-
-    @classmethod
-    def from_settings(cls, settings: Any, **changes: Any) -> TrainConfig:
-        """Pick the matching keys out of ``cfg.model`` (plus ``changes``)."""
-        names = {f.name for f in fields(cls)}
-        given = dict(settings)
-        values = {k: given[k] for k in names if k in given}
-        values.update(changes)
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict."""
-        return asdict(self)
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` returns."""
-
-    history: list[dict[str, float]]
-    train_seconds: float
-    best_epoch: int
-    stopped_early: bool = False
-    resumed_from_epoch: int = 0
-    device_peak_mb: float | None = None
-    amp: str = "off"
-    images_per_second: float = 0.0
-    cpu_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -279,20 +257,82 @@ def _fingerprint(model: nn.Module, config: TrainConfig, steps_per_epoch: int) ->
             "model": type(model).__name__, "shapes": shapes}
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_write(path, "wb") as handle:
-        torch.save(state, handle)
+class Checkpointer:
+    """``last_checkpoint.pt`` in one folder: written atomically, resumed only if it matches.
+
+    The checkpoint holds everything a resumed run needs to continue as if it had never
+    stopped: weights, optimiser, schedule, gradient scaler, the loader's shuffling
+    state, every random generator, the history and the early-stopping state.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str] | None, fingerprint: dict[str, Any]) -> None:
+        self.path = Path(folder) / CHECKPOINT_FILE if folder else None
+        self.fingerprint = fingerprint
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or ``None`` (no file, unreadable, or other settings: with a warning)."""
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint means "start fresh"
+            warnings.warn(f"Ignoring unreadable checkpoint {self.path} ({exc}); training from "
+                          "scratch.", stacklevel=3)
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            warnings.warn(f"The checkpoint in {self.path.parent} was written with other "
+                          "settings; training from scratch.", stacklevel=3)
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` (plus the fingerprint) atomically."""
+        if self.path is not None:
+            with atomic_write(self.path, "wb") as handle:
+                torch.save({"fingerprint": self.fingerprint, **state}, handle)
+
+    def remove(self) -> None:
+        """Delete the checkpoint (the finished model is saved by ``save_classifier``)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint means "start fresh"
-        warnings.warn(f"Ignoring unreadable checkpoint {path} ({exc}); training from scratch.",
-                      stacklevel=3)
-        return None
+class EarlyStopping:
+    """Track the best validation accuracy; with ``patience`` > 0 keep its weights and stop.
+
+    With ``patience == 0`` it only records the best epoch (for the run record).
+    """
+
+    def __init__(self, patience: int = 0) -> None:
+        self.patience = patience
+        self.best_acc, self.best_epoch, self.bad_epochs = -1.0, 0, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, val_acc: float, epoch: int, model: nn.Module) -> bool:
+        """Record epoch ``epoch``'s accuracy; ``True`` when training should stop."""
+        if val_acc > self.best_acc:
+            self.best_acc, self.best_epoch, self.bad_epochs = val_acc, epoch, 0
+            if self.patience > 0:
+                self.best_state = {k: v.detach().to("cpu", copy=True)
+                                   for k, v in model.state_dict().items()}
+            return False
+        self.bad_epochs += 1
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+    def restore_best(self, model: nn.Module) -> None:
+        """Load the best weights back (only when stopping early is on)."""
+        if self.patience > 0 and self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        """For the checkpoint."""
+        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.best_acc, self.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
+        self.bad_epochs, self.best_state = int(state["bad_epochs"]), state.get("best_state")
 
 
 def make_train_step(
@@ -353,6 +393,91 @@ def evaluate(model: nn.Module, loader: Iterable, amp: AmpSettings | None = None,
     return float(loss_sum) / total, correct / total
 
 
+def train_epoch(model: nn.Module, loader: Any, step: Any, device: torch.device,
+                progress: bool = True, desc: str = "epoch") -> dict[str, float]:
+    """One pass over ``loader`` with ``step``: mean training loss, accuracy, images, seconds."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, total=len(loader),
+                     unit="batch"):
+        loss, out = step(x, y)
+        loss_sum += loss.detach().float() * len(y)
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {"train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
+            "images": seen, "seconds": time.perf_counter() - t0}
+
+
+def device_peak_mb(device: str | torch.device) -> float | None:
+    """Peak memory PyTorch allocated on a CUDA ``device`` so far (MiB); ``None`` elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return None
+
+
+def reset_device_peak(device: str | torch.device) -> None:
+    """Start a new peak-memory measurement on a CUDA ``device`` (no-op elsewhere)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+@dataclass
+class _Trainer:
+    """The objects one run of :func:`fit` trains with (kept together for checkpoints)."""
+
+    model: nn.Module
+    loader: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    step: Any
+    amp: AmpSettings
+
+    @classmethod
+    def create(cls, model: nn.Module, loader: Any, config: TrainConfig,
+               device: torch.device) -> _Trainer:
+        """Move the model, then build optimiser, schedule, scaler and the step function."""
+        amp = amp_settings(device, config.mixed_precision)
+        model.to(device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if len(loader) == 0:
+            raise ValueError("The training loader yields no batches: lower batch_size or add data.")
+        optimizer = make_optimizer(model, config)
+        scheduler = make_scheduler(optimizer, config, len(loader))
+        scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        step = make_train_step(model, optimizer, scheduler, scaler, criterion, amp,
+                               config.grad_clip, config.compile)
+        return cls(model, loader, optimizer, scheduler, scaler, step, amp)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser, schedule, scaler, loader and random state."""
+        loader = self.loader.state_dict() if hasattr(self.loader, "state_dict") else {}
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "loader": loader, "rng": _rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if hasattr(self.loader, "load_state_dict"):
+            self.loader.load_state_dict(state["loader"])
+        _set_rng_state(state["rng"])
+
+
 def fit(
     model: nn.Module,
     train_loader: Any,
@@ -365,7 +490,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
 ) -> FitResult:
-    """Train ``model`` in place and return its per-epoch history.
+    """Train ``model`` in place and return its :class:`~nbutils.fitting.FitResult`.
 
     Args:
         model: the network (moved to ``device``).
@@ -376,133 +501,82 @@ def fit(
         device: training device.
         checkpoint_dir: where ``last_checkpoint.pt`` is written after every epoch.
         resume: continue from a matching checkpoint in ``checkpoint_dir`` if there is one.
-        keep_checkpoint: keep the checkpoint after a finished run (default: remove it,
-            the final weights are saved by :func:`save_classifier`).
+        keep_checkpoint: keep the checkpoint after a finished run.
         progress: show tqdm bars (epochs, and batches within the epoch).
         desc: label of the progress bar.
 
     Returns:
-        A :class:`FitResult`; when early stopping is on, the best weights are restored.
+        The result; ``extra`` holds ``amp``, ``images_per_second``, ``stopped_early`` and
+        ``resumed_from_epoch``. When early stopping is on, the best weights are restored.
+    """
+    device = torch.device(device)
+    run = _Trainer.create(model, train_loader, config, device)
+    ckpt = Checkpointer(checkpoint_dir, _fingerprint(model, config, len(train_loader)))
+    stopper, history = EarlyStopping(config.early_stopping_patience), []
+    torch.manual_seed(config.seed)
+    state = ckpt.load() if resume else None
+    if state is not None:
+        run.load_state_dict(state)
+        stopper.load_state_dict(state["stopper"])
+        history = list(state["history"])
+        if progress:
+            print(f"Resuming from the checkpoint of epoch {len(history)} in {ckpt.path.parent}")
+    resumed_from = len(history)
+    reset_device_peak(device)
+    with Stopwatch() as clock:
+        threads, images, seconds = _run_epochs(run, val_loader, config, device, history,
+                                               stopper, ckpt, progress, desc)
+    stopped_early = len(history) < config.epochs
+    if stopped_early and progress:
+        print(f"Early stopping after epoch {len(history)}: best validation accuracy "
+              f"{stopper.best_acc:.4f} at epoch {stopper.best_epoch}; restoring those weights.")
+    stopper.restore_best(model)
+    if not keep_checkpoint:
+        ckpt.remove()
+    elapsed = sum(h["seconds"] for h in history)
+    if device.type == "cpu" and not threads:
+        threads = [torch.get_num_threads()]
+    return FitResult(
+        history=history, train_seconds=elapsed, cpu_seconds=clock.cpu_seconds,
+        best_epoch=stopper.best_epoch, device_peak_mb=device_peak_mb(device), threads=threads,
+        load_average=clock.load,
+        extra={"amp": run.amp.label, "images_per_second": images / seconds if seconds else 0.0,
+               "stopped_early": stopped_early, "resumed_from_epoch": resumed_from})
+
+
+def _run_epochs(run: _Trainer, val_loader: Any | None, config: TrainConfig,
+                device: torch.device, history: list[dict[str, Any]], stopper: EarlyStopping,
+                ckpt: Checkpointer, progress: bool, desc: str) -> tuple[list[int], int, float]:
+    """The epoch loop of :func:`fit`: train, validate, track the best, checkpoint.
+
+    Returns the threads used per epoch, and the images and seconds of pure training.
     """
     from tqdm.auto import tqdm
 
-    device = torch.device(device)
-    amp = amp_settings(device, config.mixed_precision)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise ValueError("The training loader yields no batches: lower batch_size or add data.")
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    step = make_train_step(model, optimizer, scheduler, scaler, criterion, amp,
-                           config.grad_clip, config.compile)
-
-    history: list[dict[str, float]] = []
-    start_epoch, elapsed, best_acc, best_epoch, bad_epochs = 0, 0.0, -1.0, 0, 0
-    best_state: dict[str, torch.Tensor] | None = None
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
-    fingerprint = _fingerprint(model, config, steps_per_epoch)
-    torch.manual_seed(config.seed)
-    if ckpt_path is not None and resume:
-        state = _load_checkpoint(ckpt_path)
-        if state is not None and state.get("fingerprint") != fingerprint:
-            warnings.warn(f"The checkpoint in {ckpt_path.parent} was written with other settings; "
-                          "training from scratch.", stacklevel=2)
-            state = None
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            if hasattr(train_loader, "load_state_dict"):
-                train_loader.load_state_dict(state["loader"])
-            _set_rng_state(state["rng"])
-            history = list(state["history"])
-            start_epoch, elapsed = int(state["epoch"]), float(state["elapsed"])
-            best_acc, best_epoch = float(state["best_acc"]), int(state["best_epoch"])
-            bad_epochs, best_state = int(state["bad_epochs"]), state.get("best_state")
-            if progress:
-                print(f"Resuming from the checkpoint of epoch {start_epoch} in {ckpt_path.parent}")
-    resumed_from = start_epoch
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    stopped_early = False
-    images_seen, compute_seconds = 0, 0.0
-    cpu_start = time.process_time()
-    epoch_bar = tqdm(range(start_epoch, config.epochs), desc=desc, disable=not progress,
-                     initial=start_epoch, total=config.epochs, unit="epoch")
-    threads_used: list[int] = []
-    for epoch in epoch_bar:
-        if stopped_early:
-            break
+    threads: list[int] = []
+    images, seconds = 0, 0.0
+    bar = tqdm(range(len(history), config.epochs), desc=desc, disable=not progress,
+               initial=len(history), total=config.epochs, unit="epoch")
+    for epoch in bar:
         if device.type == "cpu" and config.num_threads >= 0:
-            threads_used.append(_epoch_threads(config.num_threads))
-        model.train()
+            threads.append(_epoch_threads(config.num_threads))
+        lr = float(run.optimizer.param_groups[0]["lr"])
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        lr_used = optimizer.param_groups[0]["lr"]
-        batches = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress,
-                       total=steps_per_epoch, unit="batch")
-        for x, y in batches:
-            loss, out = step(x, y)
-            loss_sum += loss.detach().float() * len(y)
-            correct += (out.detach().argmax(1) == y).sum()
-            seen += len(y)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time = time.perf_counter() - t0
-        images_seen += seen
-        compute_seconds += train_time
-        val_loss, val_acc = (evaluate(model, val_loader, amp) if val_loader is not None
+        stats = train_epoch(run.model, run.loader, run.step, device, progress, f"epoch {epoch + 1}")
+        images, seconds = images + stats["images"], seconds + stats["seconds"]
+        val_loss, val_acc = (evaluate(run.model, val_loader, run.amp) if val_loader is not None
                              else (float("nan"), float("nan")))
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        row = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen,
-               "train_acc": float(correct) / seen, "val_loss": val_loss, "val_acc": val_acc,
-               "lr": float(lr_used), "seconds": round(seconds, 3)}
-        history.append(row)
-        if val_loader is not None and config.early_stopping_patience > 0:
-            if val_acc > best_acc:
-                best_acc, best_epoch, bad_epochs = val_acc, epoch + 1, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
-                stopped_early = bad_epochs >= config.early_stopping_patience
-        elif val_loader is not None and val_acc > best_acc:  # the best epoch, for the record
-            best_acc, best_epoch = val_acc, epoch + 1
-        epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
-                              val_acc=f"{val_acc:.3f}")
-        if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, {
-                "fingerprint": fingerprint, "epoch": epoch + 1, "elapsed": elapsed,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "loader": train_loader.state_dict() if hasattr(train_loader, "state_dict") else {},
-                "rng": _rng_state(), "history": history, "best_acc": best_acc,
-                "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state,
-            })
-    epoch_bar.close()
-    if stopped_early and progress:
-        print(f"Early stopping after epoch {len(history)}: best validation accuracy "
-              f"{best_acc:.4f} at epoch {best_epoch}; restoring those weights.")
-    if best_state is not None and config.early_stopping_patience > 0:
-        model.load_state_dict(best_state)
-    if ckpt_path is not None and not keep_checkpoint:
-        ckpt_path.unlink(missing_ok=True)
-    peak = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None)
-    return FitResult(history=history, train_seconds=elapsed, best_epoch=best_epoch,
-                     stopped_early=stopped_early, resumed_from_epoch=resumed_from,
-                     device_peak_mb=peak, amp=amp.label,
-                     images_per_second=images_seen / compute_seconds if compute_seconds else 0.0,
-                     cpu_seconds=time.process_time() - cpu_start,
-                     extra={"threads_per_epoch": threads_used} if threads_used else {})
+        history.append({"epoch": epoch + 1, "train_loss": stats["train_loss"],
+                        "train_acc": stats["train_acc"], "val_loss": val_loss, "val_acc": val_acc,
+                        "lr": lr, "seconds": round(time.perf_counter() - t0, 3)})
+        stop = val_loader is not None and stopper.update(val_acc, epoch + 1, run.model)
+        bar.set_postfix(loss=f"{stats['train_loss']:.3f}", acc=f"{stats['train_acc']:.3f}",
+                        val_acc=f"{val_acc:.3f}")
+        ckpt.save({**run.state_dict(), "history": history, "stopper": stopper.state_dict()})
+        if stop:
+            break
+    bar.close()
+    return threads, images, seconds
 
 
 @torch.no_grad()
@@ -560,22 +634,33 @@ def predict_proba(
 
 
 def save_classifier(model_dir: str | os.PathLike[str], model: nn.Module,
-                    model_config: AlexNetConfig | dict[str, Any], info: ClassifierInfo) -> Path:
+                    info: ClassifierInfo) -> Path:
     """Write ``model.safetensors``, ``model_config.json`` and ``classifier.json`` atomically.
+
+    ``model`` must come from :func:`nbutils.torch_models.build_model` (any registered
+    architecture): its ``model_config`` and family are written beside the weights, so
+    :func:`load_classifier` can rebuild the same network.
 
     Returns:
         The folder, ready to pass as ``model_path`` to ``finish_run``.
     """
     from safetensors.torch import save as st_save
 
+    config = getattr(model, "model_config", None)
+    if config is None or not hasattr(config, "family"):
+        raise ValueError("save_classifier needs a model built by nbutils.torch_models.build_model "
+                         f"(registered families: {', '.join(MODELS.names())}); "
+                         f"{type(model).__name__} carries no model_config.")
     folder = resolve_path(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_write(folder / WEIGHTS_FILE, "wb") as handle:
         handle.write(st_save(state, metadata={"format": "pt"}))
-    cfg_dict = model_config.to_dict() if isinstance(model_config, AlexNetConfig) else dict(model_config)
-    cfg_dict = {**cfg_dict, "pretrained": False}   # the weights are in the file now
-    atomic_write_text(folder / MODEL_CONFIG_FILE, json.dumps(cfg_dict, indent=2) + "\n")
+    values = config.to_dict()
+    if "pretrained" in values:
+        values["pretrained"] = False   # the weights are in the file now
+    atomic_write_text(folder / MODEL_CONFIG_FILE,
+                      json.dumps({"family": config.family, **values}, indent=2) + "\n")
     write_classifier_info(folder, info)
     return folder
 
@@ -602,19 +687,23 @@ class TorchClassifier:
 
 def load_classifier(model_dir: str | os.PathLike[str], info: ClassifierInfo | None = None,
                     device: str | torch.device = "cpu") -> TorchClassifier:
-    """Rebuild a model saved by :func:`save_classifier` (the ``nbutils.inference`` contract)."""
-    from safetensors.torch import load_file
+    """Rebuild a model saved by :func:`save_classifier` (the ``nbutils.inference`` contract).
 
-    from .inference import read_classifier_info
+    ``model_config.json`` names the architecture family (files written before families
+    existed are AlexNets); any family in :data:`nbutils.torch_models.MODELS` is rebuilt.
+    """
+    from safetensors.torch import load_file
 
     folder = resolve_path(model_dir)
     info = info or read_classifier_info(folder)
     cfg_path, weights_path = folder / MODEL_CONFIG_FILE, folder / WEIGHTS_FILE
     for p in (cfg_path, weights_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{p} is missing: re-run notebook 02 to save the model again.")
-    config = AlexNetConfig.from_dict(json.loads(cfg_path.read_text()))
-    model = build_model(config)
+            raise FileNotFoundError(f"{p} is missing: re-run notebook 02 (or the one that "
+                                    "trained this model) to save it again.")
+    values = json.loads(cfg_path.read_text())
+    family = values.pop("family", "alexnet")
+    model = build_model(MODELS.config_from_dict(family, values))
     model.load_state_dict(load_file(str(weights_path), device="cpu"))
     device = torch.device(device)
     model.to(device)

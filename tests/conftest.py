@@ -38,6 +38,19 @@ def _close_figures() -> Iterator[None]:
         plt.close("all")
 
 
+@pytest.fixture(autouse=True)
+def _numpy_test_framework(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register ``numpy``, the framework of the tests' hand-made runs and models.
+
+    It has no training notebook, so it adds no expected run; ``test_compare`` points its
+    module at a fake classifier.
+    """
+    from nbutils.frameworks import registry
+
+    monkeypatch.setitem(registry.FRAMEWORKS, "numpy", registry.Framework(
+        id="numpy", label="NumPy (tests)", module="fake_numpy_classifier"))
+
+
 @pytest.fixture
 def repo_root() -> Path:
     """The repository's root folder (read it, never write into it)."""

@@ -1,6 +1,6 @@
 """Tests of notebook 05's comparison: loading, metrics, timing harness, table and report.
 
-Covers ``nbutils.compare``, ``nbutils.compare_plots`` and ``nbutils.compare_report``.
+Covers the ``nbutils.compare`` package (runs, speed, stats, table, plots, report).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from nbutils import compare
-from nbutils import compare_plots as cplots
-from nbutils import compare_report as creport
-from nbutils.inference import FRAMEWORK_MODULES, ClassifierInfo, write_classifier_info
+from nbutils.compare import plots as cplots
+from nbutils.compare import report as creport
+from nbutils.inference import ClassifierInfo, write_classifier_info
 from nbutils.metrics import classification_metrics, expected_calibration_error
 from nbutils.records import RunRecord, write_record
 
@@ -66,8 +66,7 @@ def fake_framework(monkeypatch: pytest.MonkeyPatch) -> list[FakeClassifier]:
         return clf
 
     module.load_classifier = load_classifier
-    monkeypatch.setitem(sys.modules, "fake_numpy_classifier", module)
-    monkeypatch.setitem(FRAMEWORK_MODULES, "numpy", "fake_numpy_classifier")
+    monkeypatch.setitem(sys.modules, "fake_numpy_classifier", module)  # conftest's 'numpy' entry
     return loaded
 
 

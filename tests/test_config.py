@@ -43,8 +43,8 @@ def test_every_profile_resolves_for_every_model(profile: str, model: str) -> Non
     for key, default in model_file.items():
         expected = section.get(key, default)
         assert cfg.model[key] == expected, f"{profile}/{model}: {key}"
-    assert cfg.values["device"] == "cuda"
-    assert cfg.values["dataset"] == prof_file.get("dataset", cfg.values["dataset"])
+    assert cfg.device == "cuda"
+    assert cfg.dataset == prof_file.get("dataset", cfg.dataset)
     for key, value in (prof_file.get("data") or {}).items():
         assert cfg.data[key] == value
 
@@ -60,7 +60,7 @@ def test_every_profile_resolves_without_a_model(profile: str) -> None:
 
 def test_cpu_profile_runs_on_a_machine_without_gpu() -> None:
     cfg = load_config("cpu", model="alexnet", hardware=CPU)
-    assert cfg.values["device"] == "cpu"
+    assert cfg.device == "cpu"
 
 
 def _write_profile(root: Path, name: str, text: str) -> Path:
@@ -180,8 +180,8 @@ def test_flat_overrides_route_to_top_level_data_paths_and_model(
         cpu_only: Hardware, tmp_path: Path) -> None:
     cfg = nbutils.setup("smoke", model="alexnet", verbose=False, seed=7, dataset="shapes:8",
                         image_size=48, outputs_dir=str(tmp_path), epochs=3, compile=True)
-    assert cfg.values["seed"] == 7
-    assert cfg.values["dataset"] == "shapes:8"
+    assert cfg.seed == 7
+    assert cfg.dataset == "shapes:8"
     assert cfg.data.image_size == 48
     assert cfg.outputs_dir == tmp_path
     assert cfg.model.epochs == 3 and cfg.model.compile is True
@@ -192,7 +192,7 @@ def test_dotted_overrides(cpu_only: Hardware) -> None:
                         **{"data.image_size": 40, "model.batch_size": 8, "paths.data_dir": "d2"})
     assert cfg.data.image_size == 40
     assert cfg.model.batch_size == 8
-    assert cfg.values["paths"]["data_dir"] == "d2"
+    assert cfg.paths.data_dir == "d2"
     with pytest.raises(ConfigError, match="'data.image_sise'"):
         nbutils.setup("smoke", verbose=False, **{"data.image_sise": 40})
     with pytest.raises(ConfigError, match="'model.epoch'.*Did you mean 'epochs'"):
@@ -203,7 +203,7 @@ def test_none_overrides_keep_the_profile_values(cpu_only: Hardware) -> None:
     smoke = _yaml(REPO_ROOT / "configs" / "profiles" / "smoke.yaml")
     cfg = nbutils.setup("smoke", model="alexnet", verbose=False, dataset=None, epochs=None,
                         image_size=None, not_even_a_key=None)
-    assert cfg.values["dataset"] == smoke["dataset"]
+    assert cfg.dataset == smoke["dataset"]
     assert cfg.model.epochs == smoke["models"]["alexnet"]["epochs"]
     assert cfg.data.image_size == smoke["data"]["image_size"]
 
@@ -274,10 +274,10 @@ def test_setup_seeds_numpy(cpu_only: Hardware) -> None:
 def test_run_config_access(cpu_only: Hardware) -> None:
     cfg = nbutils.setup("smoke", model="alexnet", verbose=False)
     assert isinstance(cfg, RunConfig)
-    assert cfg.seed == cfg.values["seed"]
+    assert cfg.seed == cfg.seed
     assert isinstance(cfg.data, Section)
-    assert cfg.data["image_size"] == cfg.values["data"]["image_size"]
-    assert set(cfg.data) == set(cfg.values["data"]) and len(cfg.data) == len(cfg.values["data"])
+    assert cfg.data["image_size"] == cfg.data.image_size
+    assert set(cfg.data) == set(cfg.data) and len(cfg.data) == len(cfg.data)
     assert "image_size" in repr(cfg.data)
     assert isinstance(cfg.paths, Section) and cfg.paths.outputs_dir == "outputs"
     with pytest.raises(AttributeError, match="Did you mean 'image_size'"):
@@ -295,7 +295,7 @@ def test_run_config_access(cpu_only: Hardware) -> None:
     assert d["profile"] == "smoke" and d["model_name"] == "alexnet"
     assert d["model"] == dict(cfg.model)
     d["data"]["image_size"] = -1
-    assert cfg.values["data"]["image_size"] != -1
+    assert cfg.data.image_size != -1
     assert len(cfg.sources) == 3 and cfg.sources[-1].endswith("alexnet.yaml")
 
 
@@ -311,3 +311,38 @@ def test_nullable_cap_must_be_an_int_or_null(cpu_only):
         load_config("cpu", hardware=cpu_only, max_test_per_class="lots")
     cfg = load_config("cpu", hardware=cpu_only, max_test_per_class=7)
     assert cfg.data.max_test_per_class == 7
+
+
+def test_an_override_that_names_two_settings_is_an_error(tmp_project, cpu_only) -> None:
+    (tmp_project / "configs" / "models" / "clash.yaml").write_text("image_size: 96\nwidth: 2\n")
+    with pytest.raises(ConfigError, match="'image_size' is ambiguous.*'data.image_size' or "
+                                          "'model.image_size'"):
+        nbutils.setup("smoke", model="clash", verbose=False, image_size=64)
+    cfg = nbutils.setup("smoke", model="clash", verbose=False,
+                        **{"data.image_size": 48, "model.image_size": 64})
+    assert cfg.data.image_size == 48 and cfg.model.image_size == 64
+    assert nbutils.setup("smoke", model="clash", verbose=False, width=3).model.width == 3
+    with pytest.raises(ConfigError, match="no model was chosen"):
+        nbutils.setup("smoke", verbose=False, **{"model.width": 3})
+
+
+def test_run_id_is_made_in_one_place(cpu_only) -> None:
+    from nbutils.records import make_run_id
+
+    cfg = nbutils.setup("smoke", verbose=False, dataset="imagefolder:/x/My Photos")
+    assert cfg.run_id("02_pytorch_alexnet") == make_run_id("02_pytorch_alexnet",
+                                                           "imagefolder:/x/My Photos", "smoke")
+    assert cfg.run_id("02_pytorch_alexnet").startswith("02_pytorch_alexnet__")
+
+
+def test_model_settings_read_the_yaml_through_the_config_checks() -> None:
+    from nbutils.config import model_settings
+
+    settings = model_settings("keras_cnn", {"epochs": 3})
+    assert settings["epochs"] == 3 and settings["widths"] == [32, 64, 128]
+    with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
+        model_settings("keras_cnn", {"epoch": 3})
+    with pytest.raises(ConfigError, match="must be int"):
+        model_settings("keras_cnn", {"epochs": "many"})
+    with pytest.raises(ConfigError, match="Unknown model 'keras'"):
+        model_settings("keras")

@@ -692,10 +692,10 @@ def test_evaluate_model_and_record(shapes_cnn, tmp_path: Path) -> None:
     assert 0 <= d["accuracy_on_scored_images"] <= 1
     with pytest.raises(TypeError, match="predict_proba"):
         ge.evaluate_model(clf.model, images, data.test.labels[:24], data.test.masks[:24])
-    path = runs.write_record(tmp_path, "shapes", "smoke", {"cnn": d},
+    path = runs.write_cam_record(tmp_path, "shapes", "smoke", {"cnn": d},
                              settings={"method": "gradcam"})
     assert path == tmp_path / "gradcam" / "shapes__smoke.json"
-    back = runs.read_record(path)
+    back = runs.read_cam_record(path)
     assert back["models"]["cnn"]["localisation"] == d["localisation"]
     table = runs.format_summary(back["models"])
     assert "cnn" in table and f"{d['localisation']['pointing_game']:.3f}" in table
@@ -708,7 +708,7 @@ def test_evaluate_model_and_record(shapes_cnn, tmp_path: Path) -> None:
     assert "unreadable" in runs.recent_records_summary(tmp_path)
     (tmp_path / "bad.json").write_text(json.dumps({"schema": "other"}))
     with pytest.raises(ValueError, match="not a gradcam/1 record"):
-        runs.read_record(tmp_path / "bad.json")
+        runs.read_cam_record(tmp_path / "bad.json")
 
 
 # ------------------------------------------------------------------ finding saved models

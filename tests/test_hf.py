@@ -72,12 +72,12 @@ def tuned(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.manual_seed(0)
     model, processor = hf_train.load_pretrained(str(tiny_dir), data.class_names, 32)
     dsets = hf_data.prepare_datasets(data, processor, seed=0)
-    result = hf_train.fit(model, dsets, strategy="fine_tune", epochs=4, batch_size=8,
-                          learning_rate=3e-3, warmup_ratio=0.0, device="cpu", progress=False,
-                          threads=1)
+    config = hf_train.TransferConfig(strategy="fine_tune", epochs=4, batch_size=8,
+                                     learning_rate=3e-3, warmup_ratio=0.0, threads=1)
+    result = hf_train.fit(model, dsets, config, device="cpu", progress=False)
     out = tmp_path_factory.mktemp("saved") / "model"
     info = hf_train.classifier_info(model, processor, 32, "tiny-random")
-    hf_train.save_classifier(model, processor, out, info)
+    hf_train.save_classifier(out, model, info, processor=processor)
     return {"data": data, "model": model, "processor": processor, "result": result, "dir": out}
 
 
@@ -227,7 +227,10 @@ def test_tiny_model_fine_tunes_and_loss_falls(tuned: dict) -> None:
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert {"train_acc", "val_loss", "val_acc", "lr", "seconds"} <= set(history[-1])
     assert all(h["phase"] == "fine_tune" for h in history)
-    assert tuned["result"].seconds > 0
+    result = tuned["result"]
+    assert result.train_seconds > 0 and result.cpu_seconds > 0 and result.threads == [1]
+    assert result.best_epoch == 1 + max(range(4), key=lambda i: history[i]["val_acc"])
+    assert result.extra["strategy"] == "fine_tune"
 
 
 def test_saved_model_loads_in_pipeline_and_contract(tuned: dict) -> None:
@@ -288,12 +291,12 @@ def test_checkpointing_and_accumulation_still_train(tiny_dir: Path) -> None:
     model, processor = hf_train.load_pretrained(str(tiny_dir), data.class_names, 32)
     dsets = hf_data.prepare_datasets(data, processor)
     before = hf_train.snapshot_weights(model)
-    result = hf_train.fit(model, dsets, strategy="fine_tune", epochs=1, batch_size=4,
-                          learning_rate=1e-3, gradient_accumulation_steps=2,
-                          gradient_checkpointing=True, freeze_fraction=0.3, device="cpu",
-                          progress=False)
+    config = hf_train.TransferConfig(strategy="fine_tune", epochs=1, batch_size=4,
+                                     learning_rate=1e-3, gradient_accumulation_steps=2,
+                                     gradient_checkpointing=True, freeze_fraction=0.3)
+    result = hf_train.fit(model, dsets, config, device="cpu", progress=False)
     after = model.state_dict()
-    frozen = set(result.trainable["frozen_units"])
+    frozen = set(result.extra["trainable"]["frozen_units"])
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert "timm_model.conv_head.weight" in changed and "timm_model.classifier.weight" in changed
     assert not any(n.startswith(u + ".") for n in changed for u in frozen)

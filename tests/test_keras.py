@@ -140,7 +140,7 @@ def test_ablation_variants_change_the_architecture(shapes) -> None:
 def test_settings_validation() -> None:
     s = kt.model_settings({"epochs": 3}, widths=[4, 8])
     assert s["epochs"] == 3 and s["widths"] == [4, 8] and s["batch_norm"] is True
-    with pytest.raises(ValueError, match="Unknown keras_cnn setting 'widht'"):
+    with pytest.raises(ValueError, match="Unknown config key 'widht'.*Did you mean 'widths'"):
         kt.model_settings(None, widht=[4])
     with pytest.raises(ValueError, match="widths"):
         kt.model_settings(None, widths=[])
@@ -215,9 +215,9 @@ def test_compile_schedule_warms_up_then_decays() -> None:
 def test_train_logs_history_checkpoint_and_csv(shapes, tmp_path: Path) -> None:
     model = tiny_model(shapes)
     log_dir = tmp_path / "logs"
-    result = kt.train(model, shapes, {"epochs": 2, "batch_size": 16}, log_dir=log_dir, seed=0,
-                      progress=False)
-    assert len(result.history) == 2 and result.restored_best
+    config = kt.KerasTrainConfig.from_settings(kt.model_settings(), epochs=2, batch_size=16)
+    result = kt.fit(model, shapes, config, log_dir=log_dir, seed=0, progress=False)
+    assert len(result.history) == 2 and result.extra["restored_best"]
     first = result.history[0]
     for key in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                 "val_precision", "val_recall"):
@@ -263,8 +263,8 @@ def test_ablation_table(shapes, tmp_path: Path) -> None:
 
 def test_save_reload_round_trip(shapes, tmp_path: Path) -> None:
     model = tiny_model(shapes)
-    folder = kt.save_classifier(model, tmp_path / "run", shapes, tta_flip=True,
-                                extra={"run_id": "x"})
+    info = kt.classifier_info(shapes, tta_flip=True, extra={"run_id": "x"})
+    folder = kt.save_classifier(tmp_path / "run", model, info)
     assert sorted(p.name for p in folder.iterdir()) == ["classifier.json", "model.keras"]
     info = read_classifier_info(folder)
     assert info.framework == "keras" and info.class_names == shapes.class_names
@@ -284,7 +284,7 @@ def test_save_reload_round_trip(shapes, tmp_path: Path) -> None:
 
 
 def test_load_classifier_errors(shapes, tmp_path: Path) -> None:
-    folder = kt.save_classifier(tiny_model(shapes), tmp_path / "run", shapes)
+    folder = kt.save_classifier(tmp_path / "run", tiny_model(shapes), kt.classifier_info(shapes))
     info = read_classifier_info(folder)
     if not tf.config.list_logical_devices("GPU"):
         with pytest.raises(RuntimeError, match="no GPU"):
@@ -318,7 +318,7 @@ def test_setup_keras_on_cpu(cpu_only) -> None:
 
 def test_keras_side_never_imports_torch() -> None:
     code = ("import sys, nbutils, nbutils.keras_train, nbutils.benchmarks.keras_bench, "
-            "nbutils.report, nbutils.inference; nbutils.setup('smoke', verbose=False); "
+            "nbutils.runs, nbutils.inference; nbutils.setup('smoke', verbose=False); "
             "bad = {'torch', 'transformers', 'timm'} & set(sys.modules); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=REPO_ROOT)

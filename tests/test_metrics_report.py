@@ -10,8 +10,10 @@ import pytest
 from matplotlib.figure import Figure
 
 import nbutils
-from nbutils import metrics, plots, report
+from nbutils import metrics, plots
+from nbutils import runs as report
 from nbutils.data import load_for
+from nbutils.fitting import FitResult
 from nbutils.records import read_record
 
 LABELS = np.array([0, 0, 1, 1, 2, 2])
@@ -177,10 +179,13 @@ def test_finish_run_writes_every_output(run_cfg, tmp_path: Path) -> None:
                 "lr": 0.01, "seconds": 1.0},
                {"epoch": 2, "train_loss": 1.2, "train_acc": 0.5, "val_loss": 1.3, "val_acc": 0.4,
                 "lr": 0.01, "seconds": 1.0}]
-    record = report.finish_run(run_cfg, data, notebook="02_pytorch_alexnet", framework="pytorch",
-                               model="alexnet", probs=probs, history=history, train_seconds=2.0,
-                               num_params=1000, model_path=tmp_path / "out" / "models" / "m",
-                               device_peak_mb=12.34, extra={"note": 1}, show=False)
+    fit = FitResult(history=history, train_seconds=2.0, cpu_seconds=3.04, best_epoch=2,
+                    device_peak_mb=12.34, threads=[2, 1], load_average=[0.5, 0.75],
+                    extra={"amp": "off"})
+    record = report.finish_run(run_cfg, data, notebook="02_pytorch_alexnet", model="alexnet",
+                               probs=probs, fit=fit, num_params=1000,
+                               model_path=tmp_path / "out" / "models" / "m",
+                               extra={"note": 1}, show=False)
     run_id = "02_pytorch_alexnet__shapes-20__smoke"
     assert record.run_id == run_id
     out = tmp_path / "out"
@@ -190,9 +195,13 @@ def test_finish_run_writes_every_output(run_cfg, tmp_path: Path) -> None:
     assert record.test.accuracy == pytest.approx(expected.accuracy)
     assert record.test.confusion_matrix == expected.confusion_matrix
     assert record.config["profile"] == "smoke"
-    assert record.config["model"] == run_cfg.values["model"]
+    assert record.config["model"] == run_cfg.model
     assert record.peak_memory_mb["device"] == 12.3 and record.peak_memory_mb["host_rss"] > 0
-    assert record.device["type"] == "cpu" and record.extra == {"note": 1}
+    assert record.framework == "pytorch"  # from the framework registry, by notebook
+    assert record.train_seconds == 2.0 and record.history == history
+    assert record.device["type"] == "cpu"
+    assert record.extra == {"note": 1, "amp": "off", "best_epoch": 2, "train_cpu_seconds": 3.0,
+                            "threads": [2, 1], "load_average": [0.5, 0.75]}
     assert "numpy" in record.library_versions
 
     saved = report.load_test_probabilities(out / "predictions" / f"{run_id}_test_probs.npz")
@@ -217,7 +226,7 @@ def test_finish_run_writes_every_output(run_cfg, tmp_path: Path) -> None:
     assert record.artifacts["model"] == str(out / "models" / "m")
     assert not list(out.rglob(".*")), "no temporary files left behind"
 
-    table = report.per_class_table(record)
+    table = report.record_class_table(record)
     assert list(table.index) == data.class_names
     assert table["support"].sum() == len(data.test)
 
@@ -225,9 +234,10 @@ def test_finish_run_writes_every_output(run_cfg, tmp_path: Path) -> None:
 def test_finish_run_without_history_shows_figures(run_cfg, tmp_path: Path) -> None:
     data = load_for(run_cfg, progress=False)
     probs = np.eye(data.num_classes)[data.test.labels]  # a perfect model
-    record = report.finish_run(run_cfg, data, notebook="03_keras_cnn", framework="keras",
-                               model="cnn", probs=probs, history=[], train_seconds=0.0,
-                               num_params=0, show=True)
+    record = report.finish_run(run_cfg, data, notebook="03_keras_cnn", model="cnn", probs=probs,
+                               fit=FitResult(history=[], train_seconds=0.0), num_params=0,
+                               show=True)
+    assert record.framework == "keras"
     assert record.test.accuracy == 1.0 and record.test.macro_f1 == 1.0
     assert "figure_curves" not in record.artifacts and "model" not in record.artifacts
     assert "device" not in record.peak_memory_mb
@@ -243,8 +253,9 @@ def test_other_runs_summary_lists_the_other_notebooks(run_cfg) -> None:
     probs /= probs.sum(axis=1, keepdims=True)
     assert report.other_runs_summary(run_cfg, exclude_notebook="04_hf_transfer_learning") == []
     for notebook, seconds in (("02_pytorch_alexnet", 12.0), ("03_keras_cnn", 34.0)):
-        report.finish_run(run_cfg, data, notebook=notebook, framework="numpy", model=f"m{seconds:.0f}",
-                          probs=probs, history=[], train_seconds=seconds, num_params=1,
+        report.finish_run(run_cfg, data, notebook=notebook, framework="numpy",
+                          model=f"m{seconds:.0f}", probs=probs,
+                          fit=FitResult(history=[], train_seconds=seconds), num_params=1,
                           show=False)
     lines = report.other_runs_summary(run_cfg, exclude_notebook="03_keras_cnn")
     assert lines == ["02_pytorch_alexnet: test accuracy 100.0% after 12 s of training (m12)"]

@@ -295,13 +295,13 @@ def _fit(shapes, tmp_path, epochs=3, loader=None, **cfg):
 
 def test_fit_records_history_and_learns(shapes, tmp_path) -> None:
     model, result = _fit(shapes, tmp_path, epochs=4, label_smoothing=0.1, num_threads=1)
-    assert result.extra["threads_per_epoch"] == [1, 1, 1, 1]
+    assert result.threads == [1, 1, 1, 1]
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert set(result.history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                                       "lr", "seconds"}
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    assert result.train_seconds > 0 and result.images_per_second > 0
-    assert result.amp == "off" and result.device_peak_mb is None
+    assert result.train_seconds > 0 and result.extra["images_per_second"] > 0
+    assert result.extra["amp"] == "off" and result.device_peak_mb is None
     assert not (tmp_path / tt.CHECKPOINT_FILE).exists()        # removed after a finished run
 
 
@@ -339,13 +339,13 @@ def test_resume_after_an_interrupted_epoch_continues_from_the_checkpoint(shapes,
         tt.fit(model, _Interrupting(loaders["train"], epoch=2, batch=1), loaders["val"], config,
                checkpoint_dir=ckpt, progress=False)
     saved = torch.load(ckpt / tt.CHECKPOINT_FILE, weights_only=True)
-    assert saved["epoch"] == 1 and len(saved["history"]) == 1
+    assert len(saved["history"]) == 1
 
     loaders = td.make_loaders(shapes, 8, mode="tensor", seed=99)   # state comes from the file
     model = tiny_model(widths=[8, 16, 16, 16, 16])
     resumed = tt.fit(model, loaders["train"], loaders["val"], config, checkpoint_dir=ckpt,
                      progress=False)
-    assert resumed.resumed_from_epoch == 1
+    assert resumed.extra["resumed_from_epoch"] == 1
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[0] == saved["history"][0]
     for key in ("train_loss", "val_acc"):      # the same run as without the interruption
@@ -364,7 +364,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(shapes, tmp_path) -> None
         result = tt.fit(tiny_model(), loaders["train"], loaders["val"],
                         tt.TrainConfig(epochs=2, lr=0.01), checkpoint_dir=tmp_path,
                         progress=False)
-    assert result.resumed_from_epoch == 0 and len(result.history) == 2
+    assert result.extra["resumed_from_epoch"] == 0 and len(result.history) == 2
     (tmp_path / tt.CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
     with pytest.warns(UserWarning, match="unreadable"):
         tt.fit(tiny_model(), loaders["train"], None, tt.TrainConfig(epochs=1),
@@ -379,11 +379,11 @@ def test_early_stopping_restores_the_best_weights(shapes, tmp_path, monkeypatch)
     config = tt.TrainConfig(epochs=6, lr=0.05, early_stopping_patience=2)
     result = tt.fit(model, loaders["train"], loaders["val"], config, checkpoint_dir=tmp_path,
                     keep_checkpoint=True, progress=False)
-    assert result.stopped_early and len(result.history) == 4 and result.best_epoch == 2
+    assert result.extra["stopped_early"] and len(result.history) == 4 and result.best_epoch == 2
     saved = torch.load(tmp_path / tt.CHECKPOINT_FILE, weights_only=True)
-    assert saved["best_epoch"] == 2
+    assert saved["stopper"]["best_epoch"] == 2
     weight = "features.0.weight"
-    assert torch.equal(model.state_dict()[weight], saved["best_state"][weight])
+    assert torch.equal(model.state_dict()[weight], saved["stopper"]["best_state"][weight])
     assert not torch.equal(model.state_dict()[weight], saved["model"][weight])  # epoch 4's
 
 
@@ -405,7 +405,7 @@ def test_save_then_load_gives_identical_outputs(shapes, tmp_path) -> None:
     info = ClassifierInfo(framework="pytorch", model=cfg.name, class_names=shapes.class_names,
                           image_size=32, mean=shapes.mean.tolist(), std=shapes.std.tolist(),
                           extra={"tta_flip": True})
-    folder = tt.save_classifier(tmp_path / "model", model, cfg, info)
+    folder = tt.save_classifier(tmp_path / "model", model, info)
     assert {p.name for p in folder.iterdir()} == {"model.safetensors", "model_config.json",
                                                   "classifier.json"}
     assert json.loads((folder / "model_config.json").read_text())["widths"] == TINY["widths"]
@@ -425,6 +425,50 @@ def test_save_then_load_gives_identical_outputs(shapes, tmp_path) -> None:
     (folder / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="re-run notebook 02"):
         tt.load_classifier(folder)
+
+
+def test_a_newly_registered_architecture_saves_and_reloads(tmp_path, monkeypatch) -> None:
+    from dataclasses import asdict, dataclass
+
+    @dataclass
+    class TinyNetConfig:
+        family = "tinynet"
+        num_classes: int = 3
+        hidden: int = 4
+
+        @property
+        def name(self) -> str:
+            return f"tinynet-{self.hidden}"
+
+        def to_dict(self) -> dict:
+            return asdict(self)
+
+        @classmethod
+        def from_dict(cls, values: dict) -> TinyNetConfig:
+            return cls(**values)
+
+    def build_tinynet(config: TinyNetConfig) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, config.hidden),
+                                   torch.nn.ReLU(), torch.nn.Linear(config.hidden, config.num_classes))
+
+    monkeypatch.setattr(tm, "MODELS", tm.MODELS)  # restored below
+    tm.MODELS.register("tinynet", config=TinyNetConfig)(build_tinynet)
+    try:
+        torch.manual_seed(0)
+        model = tm.build_model(TinyNetConfig(hidden=5))
+        info = ClassifierInfo("pytorch", model.model_config.name, ["a", "b", "c"], 8,
+                              [0.5] * 3, [0.25] * 3)
+        folder = tt.save_classifier(tmp_path / "tiny", model, info)
+        assert json.loads((folder / "model_config.json").read_text())["family"] == "tinynet"
+        images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+        want = tt.predict_proba(model, images, info.mean, info.std, image_size=8)
+        clf = load_any(folder)
+        assert isinstance(clf.model.model_config, TinyNetConfig) and clf.model.model_config.hidden == 5
+        np.testing.assert_allclose(clf.predict_proba(images), want, atol=1e-6)
+    finally:
+        tm.MODELS._builders.pop("tinynet", None)
+    with pytest.raises(ValueError, match="build_model"):
+        tt.save_classifier(tmp_path / "plain", torch.nn.Linear(2, 2), info)
 
 
 def test_predict_proba_checks_its_input() -> None:

@@ -202,18 +202,18 @@ def main(argv: list[str]) -> int:
     import nbutils
 
     cfg = nbutils.setup(args.profile, model="hf_transfer", verbose=False,
-                        checkpoint=args.checkpoint, image_size=args.image_size,
+                        checkpoint=args.checkpoint, input_size=args.image_size,
                         batch_size=args.batch_size, freeze_fraction=args.freeze_fraction,
                         channels_last=None if args.channels_last is None
                         else args.channels_last == "on")
     m = cfg.model
-    device = cfg.values["device"]
+    device = cfg.device
     precision = m.precision
     if precision == "auto":
-        precision = "fp32" if device != "cuda" or not cfg.values["mixed_precision"] else (
+        precision = "fp32" if device != "cuda" or not cfg.mixed_precision else (
             "bf16" if torch.cuda.is_bf16_supported() else "fp16")
     print(f"profile {cfg.profile} · {cfg.hardware.describe()} · {_load()}")
-    result = measure(m.checkpoint, m.image_size, m.batch_size, device=device, precision=precision,
+    result = measure(m.checkpoint, m.input_size, m.batch_size, device=device, precision=precision,
                      gradient_checkpointing=m.gradient_checkpointing,
                      freeze_fraction=m.freeze_fraction, steps=args.steps, warmup=args.warmup,
                      threads=args.threads, channels_last=m.channels_last)

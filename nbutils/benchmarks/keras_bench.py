@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
           f"precision {env['precision']}; load average {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs")
     result = compare_pipelines(data, cfg.model, epochs=args.epochs, repeats=args.repeats,
-                               batch_size=args.batch_size, seed=cfg.values["seed"],
+                               batch_size=args.batch_size, seed=cfg.seed,
                                progress=not args.no_progress)
     result.update({"dataset": data.spec, "profile": cfg.profile, "device": env["device"],
                    "versions": {k: v for k, v in library_versions().items()

@@ -136,11 +136,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from nbutils.hardware import peak_rss_mb
 
     probe = nbutils.setup(args.profile, model="alexnet", verbose=False)
-    dataset = args.dataset or _default_dataset(probe.values["dataset"])
+    dataset = args.dataset or _default_dataset(probe.dataset)
     cfg = nbutils.setup(args.profile, model="alexnet", dataset=dataset, verbose=False,
                         batch_size=args.batch_size, architecture=args.architecture)
     m = cfg.model
-    device = torch.device(cfg.values["device"])
+    device = torch.device(cfg.device)
     threads = torch_train.set_threads(args.threads if args.threads is not None else m.num_threads)
     data = load_for(cfg, progress=False)
     if args.max_images:
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     mconf = torch_models.config_from_settings(m, data.num_classes, size)
     summary = torch_models.summarize(torch_models.build_model(mconf), (3, size, size))
     flops = summary.flops_per_image
-    tconf = torch_train.TrainConfig.from_settings(m, mixed_precision=cfg.values["mixed_precision"])
+    tconf = torch_train.TrainConfig.from_settings(m, mixed_precision=cfg.mixed_precision)
     amp = torch_train.amp_settings(device, tconf.mixed_precision)
     peak32 = matmul_flops(device, torch.float32)
     peak = matmul_flops(device, amp.dtype) if amp.enabled else peak32
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     # ---- course loop
-    torch.manual_seed(cfg.values["seed"])
+    torch.manual_seed(cfg.seed)
     model = torch_models.build_model(mconf).to(device)
     if tconf.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     del model, opt, step, loader
 
     # ---- textbook loop
-    torch.manual_seed(cfg.values["seed"])
+    torch.manual_seed(cfg.seed)
     base = torch_models.build_model(mconf).to(device)
     base_opt = torch.optim.SGD(base.parameters(), lr=tconf.lr, momentum=tconf.momentum,
                                weight_decay=tconf.weight_decay)
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loss.backward()
         base_opt.step()
 
-    workers = args.workers if args.workers is not None else cfg.values["data"]["num_workers"]
+    workers = args.workers if args.workers is not None else cfg.data.num_workers
     tb_loader = _textbook_loader(images, labels, data.mean, data.std, bs, True, workers, size)
     _reset_peak(device)
     base_train = _time_steps(base_step, _forever(tb_loader), args.warmup, args.steps, device, bs)

@@ -290,11 +290,11 @@ def load(
 
 def load_for(cfg: Any, image_size: int | None = None, progress: bool = True) -> ImageData:
     """Load the dataset a :class:`~nbutils.config.RunConfig` names, with its data settings."""
-    d = cfg.values["data"]
+    d = cfg.data
     return load(
-        cfg.values["dataset"], image_size=image_size or d["image_size"], seed=cfg.values["seed"],
+        cfg.dataset, image_size=image_size or d["image_size"], seed=cfg.seed,
         val_fraction=d["val_fraction"], test_fraction=d["test_fraction"],
         max_train_per_class=d["max_train_per_class"], max_test_per_class=d["max_test_per_class"],
-        data_dir=cfg.values["paths"]["data_dir"], cache=d["cache"], num_workers=max(1, d["num_workers"]),
+        data_dir=cfg.paths.data_dir, cache=d["cache"], num_workers=max(1, d["num_workers"]),
         progress=progress,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
+from ..images import resize_image
 from .shapes import SHAPE_CLASSES, render_shape
 from .specs import DatasetError, DatasetSpec
 
@@ -86,13 +87,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
         scaled = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
         return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
     return img.convert("RGB")
-
-
-def _resize(arr_or_img: Image.Image | np.ndarray, size: int) -> np.ndarray:
-    img = arr_or_img if isinstance(arr_or_img, Image.Image) else Image.fromarray(arr_or_img)
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -212,7 +206,7 @@ class CifarSource(Source):
 
     def read(self, index: int, size: int) -> tuple[np.ndarray, None, tuple[int, int]]:
         """The CIFAR image at ``index`` resized to ``size``."""
-        return _resize(self._images[index], size), None, (32, 32)
+        return resize_image(self._images[index], size), None, (32, 32)
 
 
 # --------------------------------------------------------------------- image folder
@@ -299,7 +293,7 @@ class ImageFolderSource(Source):
                 img.draft("RGB", (size, size))  # fast JPEG downscale; no-op otherwise
                 img.load()
                 rgb = to_rgb(img)
-                return _resize(rgb, size), None, original
+                return resize_image(rgb, size), None, original
         except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
             raise ImageReadError(f"{type(exc).__name__}: {exc}") from exc
 

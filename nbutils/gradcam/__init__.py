@@ -21,24 +21,25 @@ from typing import Any
 
 import numpy as np
 
+from ..frameworks.registry import frameworks, gradcam_backends
 from .core import METHODS, CAMResult, compute_cam, normalize_maps, resize_bilinear, resolve_targets
 
 __all__ = ["METHODS", "CAMResult", "gradcam", "framework_of", "unwrap", "default_target_layer",
            "candidate_layers", "randomized_copy", "prepare_inputs"]
 
-_BACKENDS = {"pytorch": "nbutils.gradcam.torch_backend", "keras": "nbutils.gradcam.keras_backend",
-             "huggingface": "nbutils.gradcam.hf_backend"}
 
 
 def framework_of(model: Any) -> str:
-    """``pytorch``, ``keras`` or ``huggingface``, read from the class hierarchy (no imports)."""
-    modules = [cls.__module__ for cls in type(model).__mro__]
-    if any(m.startswith("transformers.") for m in modules):
-        return "huggingface"
-    if any(m.startswith(("keras.", "tf_keras.")) for m in modules):
-        return "keras"
-    if any(m.startswith("torch.nn") for m in modules):
-        return "pytorch"
+    """The framework id of a native model, read from its class hierarchy (no imports).
+
+    The first class of the hierarchy defined in a module a registered framework names
+    (its ``native_modules``) decides, so a Hugging Face model, which is also a torch
+    ``nn.Module``, is ``huggingface``.
+    """
+    for cls in type(model).__mro__:
+        for fw in frameworks():
+            if fw.native_modules and cls.__module__.startswith(fw.native_modules):
+                return fw.id
     raise TypeError(f"Grad-CAM supports torch nn.Module, keras.Model and Hugging Face models; "
                     f"got {type(model).__name__}. Pass the native model or a reloaded course "
                     "classifier (nbutils.inference.load_classifier).")
@@ -52,7 +53,12 @@ def unwrap(model: Any, info: Any = None) -> tuple[Any, Any]:
 
 
 def _backend(framework: str) -> ModuleType:
-    return importlib.import_module(_BACKENDS[framework])
+    """The Grad-CAM backend of ``framework``, from the framework registry."""
+    backends = gradcam_backends()
+    if framework not in backends:
+        raise TypeError(f"No Grad-CAM backend for framework {framework!r}; "
+                        f"available: {', '.join(backends)}")
+    return importlib.import_module(backends[framework])
 
 
 def prepare_inputs(model: Any, images: Any, info: Any = None) -> Any:
@@ -91,6 +97,25 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _cam_batch(backend: ModuleType, native: Any, batch: Any, info: Any, layer: str,
+               cls: np.ndarray | None, method: str, tta: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw maps, probabilities and explained classes of one batch (with flip TTA if asked)."""
+    x = prepare_inputs(native, batch, info)
+    if not tta:
+        act, grad, logits, used = backend.forward_backward(native, x, layer, cls)
+        return compute_cam(act, grad, method), _softmax(logits.astype(np.float64)), used
+    xf = prepare_inputs(native, np.ascontiguousarray(batch[:, :, ::-1]), info)
+    if cls is None:
+        cls = (_softmax(backend.predict_logits(native, x).astype(np.float64))
+               + _softmax(backend.predict_logits(native, xf).astype(np.float64))).argmax(1)
+    act, grad, logits, used = backend.forward_backward(native, x, layer, cls)
+    act_f, grad_f, logits_f, _used = backend.forward_backward(native, xf, layer, cls)
+    raw = 0.5 * (compute_cam(act, grad, method) + compute_cam(act_f, grad_f, method)[:, :, ::-1])
+    probs = 0.5 * (_softmax(logits.astype(np.float64)) + _softmax(logits_f.astype(np.float64)))
+    return raw, probs, used
 
 
 def gradcam(
@@ -150,27 +175,13 @@ def gradcam(
     tta = bool(tta) and is_pixels
 
     raws, probs_all, classes_all = [], [], []
-    starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc=f"Grad-CAM ({fw})", disable=not progress, leave=False):
-        batch = images[start:start + batch_size]
-        x = prepare_inputs(native, batch, info)
+    for start in tqdm(range(0, n, batch_size), desc=f"Grad-CAM ({fw})", disable=not progress,
+                      leave=False):
         cls = None if classes is None else classes[start:start + batch_size]
-        if not tta:
-            act, grad, logits, used = backend.forward_backward(native, x, layer, cls)
-            raws.append(compute_cam(act, grad, method))
-            probs_all.append(_softmax(logits.astype(np.float64)))
-            classes_all.append(used)
-            continue
-        xf = prepare_inputs(native, np.ascontiguousarray(batch[:, :, ::-1]), info)
-        if cls is None:
-            cls = (_softmax(backend.predict_logits(native, x).astype(np.float64))
-                   + _softmax(backend.predict_logits(native, xf).astype(np.float64))).argmax(1)
-        act, grad, logits, used = backend.forward_backward(native, x, layer, cls)
-        act_f, grad_f, logits_f, _used = backend.forward_backward(native, xf, layer, cls)
-        raws.append(0.5 * (compute_cam(act, grad, method)
-                           + compute_cam(act_f, grad_f, method)[:, :, ::-1]))
-        probs_all.append(0.5 * (_softmax(logits.astype(np.float64))
-                                + _softmax(logits_f.astype(np.float64))))
+        raw, probs, used = _cam_batch(backend, native, images[start:start + batch_size], info,
+                                      layer, cls, method, tta)
+        raws.append(raw)
+        probs_all.append(probs)
         classes_all.append(used)
     raw = np.concatenate(raws).astype(np.float32)
     if output_size is None:

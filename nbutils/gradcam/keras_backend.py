@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..images import as_image_batch, resize_images
 from ..keras_data import keras, tf  # imports TensorFlow safely beside PyTorch
 from .torch_backend import LayerInfo
 
@@ -49,15 +50,6 @@ def _input_size(model: keras.Model | None, info: Any) -> int | None:
     return int(info.image_size) if info is not None else None
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    """PIL bilinear resize of uint8 NHWC images, as the Keras classifier's ``predict_proba``."""
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(img).resize((size, size),
-                                                             Image.Resampling.BILINEAR))
-                     for img in images])
-
-
 def prepare_inputs(images: Any, info: Any = None, model: keras.Model | None = None
                    ) -> np.ndarray:
     """uint8 NHWC images -> the NHWC batch the model expects.
@@ -68,16 +60,12 @@ def prepare_inputs(images: Any, info: Any = None, model: keras.Model | None = No
     to [0, 1] and standardised with ``info.mean`` / ``info.std``. Float arrays pass
     through unchanged.
     """
-    arr = np.asarray(images)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.ndim != 4:
-        raise ValueError(f"images must be (N, H, W, 3); got shape {arr.shape}")
+    arr = as_image_batch(images)
     if arr.dtype != np.uint8:
         return np.asarray(arr, dtype=np.float32)
     size = _input_size(model, info)
-    if size is not None and tuple(arr.shape[1:3]) != (size, size):
-        arr = _resize(arr, size)
+    if size is not None:
+        arr = resize_images(arr, size)
     if model is not None and expects_raw_pixels(model, info):
         return arr if model.inputs[0].dtype == "uint8" else arr.astype(np.float32)
     x = arr.astype(np.float32) / 255.0

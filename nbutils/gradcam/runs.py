@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..paths import atomic_write_text, resolve_path
+from ..frameworks.registry import get_framework, training_notebooks
+from ..paths import atomic_write_json, resolve_path
+from ..runs import find_runs, produce_command
 
-__all__ = ["TRAINING_NOTEBOOKS", "TrainedModel", "ModelSet", "find_trained_models", "load_models",
-           "produce_command", "record_path", "write_record", "read_record", "format_summary",
+__all__ = ["TrainedModel", "ModelSet", "find_trained_models", "load_models",
+           "cam_record_path", "write_cam_record", "read_cam_record", "format_summary",
            "recent_records_summary", "RECORD_SCHEMA"]
 
-# notebook prefix -> (framework, display label)
-TRAINING_NOTEBOOKS = {"02": ("pytorch", "PyTorch"), "03": ("keras", "Keras"),
-                      "04": ("huggingface", "Hugging Face")}
 RECORD_SCHEMA = "gradcam/1"
 
 
@@ -60,8 +59,9 @@ class ModelSet:
     @property
     def command(self) -> str:
         """The command that trains the missing models."""
-        missing = [p for p in TRAINING_NOTEBOOKS if p not in {m.notebook[:2] for m in self.models}]
-        return produce_command(self.profile, self.dataset, missing or list(TRAINING_NOTEBOOKS))
+        have = {m.notebook[:2] for m in self.models}
+        missing = [p for p in training_notebooks() if p not in have]
+        return produce_command(self.profile, self.dataset, missing or list(training_notebooks()))
 
     def summary(self) -> str:
         """Found, missing (with the command that produces them), unusable."""
@@ -107,83 +107,61 @@ def load_models(found: ModelSet, device: str = "cpu") -> dict[str, Any]:
     return {m.label: loaded[m.label] for m in found.models}
 
 
-def produce_command(profile: str, dataset: str, prefixes: list[str]) -> str:
-    """``python -m nbutils.run --profile P --dataset D --only 02,03,04``."""
-    return (f"python -m nbutils.run --profile {profile} --dataset {dataset} "
-            f"--only {','.join(prefixes)}")
-
-
 def find_trained_models(outputs_dir: str | Path, dataset: str, profile: str) -> ModelSet:
-    """The models notebooks 02, 03 and 04 saved for ``dataset`` under ``profile``."""
-    from ..records import find_records
+    """The models the training notebooks saved for ``dataset`` under ``profile``.
 
-    records, unreadable = find_records(outputs_dir, dataset=dataset, profile=profile)
-    found = ModelSet(dataset=dataset, profile=profile)
-    for path, reason in unreadable:
-        if path.name[:2] in TRAINING_NOTEBOOKS:
-            found.problems.append(f"{path.name}: {reason}")
-    by_prefix: dict[str, list[Any]] = {}
-    for rec in records:
-        if rec.notebook[:2] in TRAINING_NOTEBOOKS:
-            by_prefix.setdefault(rec.notebook[:2], []).append(rec)
-    for prefix, (_framework, label) in TRAINING_NOTEBOOKS.items():
-        recs = sorted(by_prefix.get(prefix, []), key=lambda r: r.run_id)
-        if not recs:
-            found.missing.append(f"notebook {prefix} ({label}) has no record")
-            continue
-        for rec in recs:
-            folder = rec.artifacts.get("model")
-            if not folder:
-                found.problems.append(f"{rec.run_id}: the record names no saved model")
-                continue
-            model_dir = resolve_path(folder)
-            if not (model_dir / "classifier.json").is_file():
-                found.problems.append(f"{rec.run_id}: no classifier.json in {model_dir}")
-                continue
-            name = label if len(recs) == 1 else f"{label} ({rec.model})"
-            found.models.append(TrainedModel(label=name, framework=rec.framework,
-                                             notebook=rec.notebook, run_id=rec.run_id,
-                                             model=rec.model, model_dir=model_dir,
-                                             test_accuracy=float(rec.test.accuracy)))
-    return found
+    The runs come from :func:`nbutils.runs.find_runs`, the look-up notebook 05 uses;
+    only runs of the framework registry's training notebooks count.
+    """
+    found = find_runs(outputs_dir, dataset, profile)
+    notebooks = training_notebooks()
+    models = ModelSet(dataset=dataset, profile=profile,
+                      missing=[f"notebook {m.prefix} ({m.label}) has no record"
+                               for m in found.missing],
+                      problems=[f"{path.name}: {reason}" for path, reason in found.problems
+                                if path.name[:2] in notebooks])
+    mine = [r for r in found.records if r.notebook[:2] in notebooks]
+    for rec in mine:
+        folder = rec.artifacts.get("model")
+        model_dir = resolve_path(folder) if folder else None
+        if model_dir is None:
+            models.problems.append(f"{rec.run_id}: the record names no saved model")
+        elif not (model_dir / "classifier.json").is_file():
+            models.problems.append(f"{rec.run_id}: no classifier.json in {model_dir}")
+        else:
+            label = get_framework(rec.framework).label
+            same = sum(r.notebook[:2] == rec.notebook[:2] for r in mine)
+            models.models.append(TrainedModel(
+                label=label if same == 1 else f"{label} ({rec.model})", framework=rec.framework,
+                notebook=rec.notebook, run_id=rec.run_id, model=rec.model, model_dir=model_dir,
+                test_accuracy=float(rec.test.accuracy)))
+    return models
 
 
-def record_path(outputs_dir: str | Path, dataset: str, profile: str) -> Path:
+def cam_record_path(outputs_dir: str | Path, dataset: str, profile: str) -> Path:
     """``outputs/gradcam/<dataset slug>__<profile>.json``."""
     from ..data.specs import parse_spec
 
     return resolve_path(outputs_dir) / "gradcam" / f"{parse_spec(dataset).slug}__{profile}.json"
 
 
-def write_record(outputs_dir: str | Path, dataset: str, profile: str, models: dict[str, Any],
-                 settings: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
-                 ) -> Path:
+def write_cam_record(outputs_dir: str | Path, dataset: str, profile: str, models: dict[str, Any],
+                     settings: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+                     ) -> Path:
     """Write the Grad-CAM figures of every model atomically; returns the path."""
     payload = {"schema": RECORD_SCHEMA, "dataset": dataset, "profile": profile,
                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "settings": dict(settings or {}), "models": models, **(extra or {})}
-    path = record_path(outputs_dir, dataset, profile)
-    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
-    return path
+    return atomic_write_json(cam_record_path(outputs_dir, dataset, profile), payload)
 
 
-def read_record(path: str | Path) -> dict[str, Any]:
+def read_cam_record(path: str | Path) -> dict[str, Any]:
     """Read a Grad-CAM record, checking its schema."""
     data = json.loads(Path(path).read_text())
     if data.get("schema") != RECORD_SCHEMA:
         raise ValueError(f"{path} is not a {RECORD_SCHEMA} record (schema {data.get('schema')!r}); "
                          "re-run notebook 06")
     return data
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def format_summary(models: dict[str, dict[str, Any]]) -> str:
@@ -215,7 +193,7 @@ def recent_records_summary(outputs_dir: str | Path, since: float = 0.0) -> str:
         if path.stat().st_mtime < since:
             continue
         try:
-            data = read_record(path)
+            data = read_cam_record(path)
         except (ValueError, OSError) as exc:
             blocks.append(f"Grad-CAM record {path.name}: unreadable ({exc})")
             continue

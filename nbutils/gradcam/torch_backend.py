@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..images import as_image_batch
+
 __all__ = ["LayerInfo", "prepare", "prepare_inputs", "predict_logits", "model_device", "get_module", "layer_outputs",
            "default_layer", "candidate_layers", "forward_backward", "randomized_copy",
            "Forward", "ToGrid"]
@@ -58,11 +60,7 @@ def prepare_inputs(images: Any, info: Any = None, device: torch.device | str = "
     """
     if isinstance(images, torch.Tensor):
         return images.to(device)
-    arr = np.asarray(images)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.ndim != 4:
-        raise ValueError(f"images must be (N, H, W, 3); got shape {arr.shape}")
+    arr = as_image_batch(images)
     if arr.dtype != np.uint8:
         x = torch.from_numpy(np.array(arr, dtype=np.float32, copy=True))
         return (x.permute(0, 3, 1, 2) if x.shape[-1] == 3 else x).contiguous().to(device)

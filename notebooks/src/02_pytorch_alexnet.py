@@ -38,26 +38,23 @@ compare_norms = None    # None keeps the profile value; False skips the LRN vs B
 # the keys, seeds every random generator and prints the resolved settings.
 
 # %%
-import os
-
 import numpy as np
 import torch
 
 import nbutils
 from nbutils import plots, torch_data, torch_models, torch_train
-from nbutils.data import load_for, parse_spec
+from nbutils.data import load_for
 from nbutils.inference import ClassifierInfo, load_classifier
-from nbutils.report import finish_run, per_class_table
+from nbutils.runs import finish_run, record_class_table
 
 cfg = nbutils.setup(profile, model="alexnet", dataset=dataset, epochs=epochs,
                     batch_size=batch_size, architecture=architecture, norm=norm,
                     compare_norms=compare_norms)
 settings = cfg.model
-device = torch.device(cfg.values["device"])
+device = torch.device(cfg.device)
 threads = torch_train.set_threads(settings.num_threads)
 NOTEBOOK = "02_pytorch_alexnet"
-run_id = f"{NOTEBOOK}__{parse_spec(cfg.values['dataset']).slug}__{cfg.profile}"
-load_at_start = os.getloadavg()[0]
+run_id = cfg.run_id(NOTEBOOK)
 
 # %% [markdown]
 # ## 1 · The data
@@ -79,8 +76,8 @@ size = 224 if settings.architecture == "alexnet224" else data.image_size
 augment = torch_data.Augment(settings.augment_padding, settings.augment_flip)
 loaders = torch_data.make_loaders(
     data, settings.batch_size, device, mode=settings.loader, augment=augment,
-    seed=cfg.values["seed"], channels_last=settings.channels_last, size=size,
-    num_workers=cfg.values["data"]["num_workers"])
+    seed=cfg.seed, channels_last=settings.channels_last, size=size,
+    num_workers=cfg.data.num_workers)
 print(f"loader: {loaders['train'].kind}, {len(loaders['train'])} training batches of "
       f"{settings.batch_size}, on {device}, {threads} CPU threads")
 
@@ -121,7 +118,7 @@ print(torch_models.summarize(original, (3, 224, 224)))
 # %%
 # NBVAL_CHECK_OUTPUT
 model_config = torch_models.config_from_settings(settings, data.num_classes, size)
-torch.manual_seed(cfg.values["seed"])
+torch.manual_seed(cfg.seed)
 model = torch_models.build_model(model_config)
 summary = torch_models.summarize(model, (3, size, size))
 print(model_config.name)
@@ -145,9 +142,9 @@ if settings.compare_norms:
     cmp_train = torch_data.TensorLoader(
         data.train.images[pick], data.train.labels[pick], data.mean, data.std,
         settings.batch_size, device, shuffle=True, augment=augment, drop_last=True,
-        seed=cfg.values["seed"], channels_last=settings.channels_last, size=size)
+        seed=cfg.seed, channels_last=settings.channels_last, size=size)
     for variant in ("lrn", "batchnorm"):
-        torch.manual_seed(cfg.values["seed"])
+        torch.manual_seed(cfg.seed)
         net = torch_models.build_model(torch_models.config_from_settings(
             settings, data.num_classes, size, norm=variant))
         run = torch_train.fit(
@@ -192,13 +189,14 @@ if comparison:
 
 # %%
 train_config = torch_train.TrainConfig.from_settings(
-    settings, mixed_precision=cfg.mixed_precision, seed=cfg.values["seed"])
+    settings, mixed_precision=cfg.mixed_precision, seed=cfg.seed)
 checkpoints = cfg.outputs_dir / "checkpoints" / run_id
 result = torch_train.fit(model, loaders["train"], loaders["val"], train_config, device,
                          checkpoint_dir=checkpoints if settings.checkpoint else None)
 last = result.history[-1]
 print(f"{len(result.history)} epochs in {result.train_seconds:.1f} s "
-      f"({result.images_per_second:,.0f} training images/s, amp {result.amp}); "
+      f"({result.extra['images_per_second']:,.0f} training images/s, "
+      f"amp {result.extra['amp']}); "
       f"final val accuracy {last['val_acc']:.3f}")
 
 # %% [markdown]
@@ -221,21 +219,13 @@ info = ClassifierInfo(framework="pytorch", model=model_config.name,
                       class_names=list(data.class_names), image_size=size,
                       mean=[float(v) for v in data.mean], std=[float(v) for v in data.std],
                       extra={"tta_flip": bool(settings.tta_flip)})
-torch_train.save_classifier(model_dir, model, model_config, info)
+torch_train.save_classifier(model_dir, model, info)
 record = finish_run(
-    cfg, data, notebook=NOTEBOOK, framework="pytorch", model=model_config.name, probs=probs,
-    history=result.history, train_seconds=result.train_seconds,
+    cfg, data, notebook=NOTEBOOK, model=model_config.name, probs=probs, fit=result,
     num_params=summary.total_params, model_path=model_dir,
-    device_peak_mb=result.device_peak_mb,
-    extra={"flops_per_image": summary.flops_per_image,
-           "train_images_per_second": round(result.images_per_second, 1),
-           "amp": result.amp, "loader": loaders["train"].kind,
-           "threads": result.extra.get("threads_per_epoch", threads),
-           "train_cpu_seconds": round(result.cpu_seconds, 1),
-           "tta_flip": bool(settings.tta_flip), "best_epoch": result.best_epoch,
-           "stopped_early": result.stopped_early, "model_config": model_config.to_dict(),
-           "norm_comparison": comparison,
-           "load_average": [round(load_at_start, 2), round(os.getloadavg()[0], 2)]})
+    extra={"flops_per_image": summary.flops_per_image, "loader": loaders["train"].kind,
+           "tta_flip": bool(settings.tta_flip), "model_config": model_config.to_dict(),
+           "norm_comparison": comparison})
 print(f"test accuracy {record.test.accuracy:.4f}   macro F1 {record.test.macro_f1:.4f}   "
       f"training {record.train_seconds:.0f} s   run {record.run_id}")
 
@@ -244,7 +234,7 @@ print(f"test accuracy {record.test.accuracy:.4f}   macro F1 {record.test.macro_f
 # with the confusion matrix above: cats and dogs are the classic pair on CIFAR-10.)
 
 # %%
-per_class_table(record)
+record_class_table(record)
 
 # %% [markdown]
 # ## 6 · Reload check

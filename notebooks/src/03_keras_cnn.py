@@ -36,13 +36,13 @@ import nbutils
 import nbutils.data
 from nbutils import keras_data, keras_train, plots
 from nbutils.inference import load_classifier
-from nbutils.report import finish_run, per_class_table
+from nbutils.runs import finish_run, record_class_table
 
 cfg = nbutils.setup(profile, model="keras_cnn", dataset=dataset, epochs=epochs,
                     batch_size=batch_size, ablation=ablation)
 env = keras_train.setup_keras(cfg)
 NOTEBOOK = "03_keras_cnn"
-RUN_ID = f"{NOTEBOOK}__{nbutils.data.parse_spec(cfg.values['dataset']).slug}__{cfg.profile}"
+RUN_ID = cfg.run_id(NOTEBOOK)
 MODEL_DIR = cfg.outputs_dir / "models" / RUN_ID
 LOG_DIR = cfg.outputs_dir / "logs" / RUN_ID
 print(f"Keras on {env['device']}, precision policy {env['precision']}")
@@ -115,7 +115,7 @@ if augment is not None:
 # %% [markdown]
 # ## 4. Compile and fit, with callbacks
 #
-# `keras_train.train` compiles with **Adam** whose learning rate warms up linearly for the
+# `keras_train.fit` compiles with **Adam** whose learning rate warms up linearly for the
 # first epoch and then follows a **cosine decay** to zero, and with **categorical
 # cross-entropy with label smoothing** (targets of 0.9 / 0.01 instead of 1 / 0, which
 # discourages over-confident predictions). Metrics: accuracy, precision and recall.
@@ -126,7 +126,8 @@ if augment is not None:
 # and a small **learning-rate logger** adds the current rate to the logs.
 
 # %%
-result = keras_train.train(model, data, cfg.model, log_dir=LOG_DIR, seed=cfg.seed)
+train_config = keras_train.KerasTrainConfig.from_settings(cfg.model)
+result = keras_train.fit(model, data, train_config, log_dir=LOG_DIR, seed=cfg.seed)
 best = result.history[result.best_epoch - 1]
 print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s "
       f"(CPU time {result.cpu_seconds:.1f} s); best epoch {result.best_epoch}: "
@@ -144,7 +145,8 @@ print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s "
 # %%
 tta = cfg.model.tta_flip  # average each image with its mirror image (as notebook 02)
 probs = keras_train.predict_proba(model, data.test.images, tta_flip=tta)
-keras_train.save_classifier(model, MODEL_DIR, data, tta_flip=tta, extra={"run_id": RUN_ID})
+info = keras_train.classifier_info(data, "keras_cnn", tta_flip=tta, extra={"run_id": RUN_ID})
+keras_train.save_classifier(MODEL_DIR, model, info)
 reloaded = load_classifier(MODEL_DIR)
 probs_again = reloaded.predict_proba(data.test.images)
 
@@ -162,19 +164,12 @@ print("identical predictions:", bool(np.array_equal(probs.argmax(1), probs_again
 # ten example predictions (grid and CSV) and the figures.
 
 # %%
-record = finish_run(
-    cfg, data, notebook=NOTEBOOK, framework="keras", model="keras_cnn", probs=probs,
-    history=result.history, train_seconds=result.train_seconds,
-    num_params=model.count_params(), model_path=MODEL_DIR,
-    device_peak_mb=keras_train.device_peak_mb(),
-    extra={"best_epoch": result.best_epoch, "restored_best": result.restored_best,
-           "train_cpu_seconds": round(result.cpu_seconds, 1),
-           "load_average": result.load_average, **env},
-)
+record = finish_run(cfg, data, notebook=NOTEBOOK, model="keras_cnn", probs=probs, fit=result,
+                    num_params=model.count_params(), model_path=MODEL_DIR, extra=env)
 print(f"test accuracy {record.test.accuracy:.3f}, macro F1 {record.test.macro_f1:.3f}")
 
 # %%
-per_class_table(record)
+record_class_table(record)
 
 # %% [markdown]
 # ## 7. Ablation: what does each ingredient add?

@@ -28,7 +28,7 @@
 profile = "auto"     # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
 dataset = None       # None keeps the profile dataset; e.g. imagefolder:PATH
 checkpoint = None    # None: the profile's; a Hub id, a local directory or auto-efficientnet-lite0
-image_size = None    # None keeps the profile value (pixels fed to the backbone)
+input_size = None    # None keeps the profile value (pixels fed to the backbone)
 probe_epochs = None  # None keeps the profile value (linear probe, frozen backbone)
 epochs = None        # None keeps the profile value (fine-tuning)
 
@@ -37,13 +37,14 @@ import nbutils
 import nbutils.data
 import nbutils.plots
 from nbutils import hf_data, hf_offline, hf_train  # before transformers: keeps TensorFlow out
-from nbutils.data import parse_spec
-from nbutils.report import example_indices, finish_run, other_runs_summary, per_class_table
+from nbutils.fitting import FitResult
+from nbutils.runs import example_indices, finish_run, other_runs_summary, record_class_table
+from nbutils.torch_models import count_parameters
 
 cfg = nbutils.setup(profile, model="hf_transfer", dataset=dataset, checkpoint=checkpoint,
-                    image_size=image_size, probe_epochs=probe_epochs, epochs=epochs)
+                    input_size=input_size, probe_epochs=probe_epochs, epochs=epochs)
 NOTEBOOK = "04_hf_transfer_learning"
-RUN_ID = f"{NOTEBOOK}__{parse_spec(cfg.values['dataset']).slug}__{cfg.profile}"
+RUN_ID = cfg.run_id(NOTEBOOK)
 
 # %% [markdown]
 # ## The data: the same images and split as 02 and 03
@@ -82,9 +83,9 @@ ckpt = hf_offline.resolve_checkpoint(cfg.model.checkpoint)
 # %%
 from transformers import pipeline
 
-shown = example_indices(data.test.labels, n=min(10, data.num_classes), seed=cfg.values["seed"])
+shown = example_indices(data.test.labels, n=min(10, data.num_classes), seed=cfg.seed)
 if ckpt.pretrained:
-    imagenet = pipeline("image-classification", model=ckpt.source, device=cfg.values["device"])
+    imagenet = pipeline("image-classification", model=ckpt.source, device=cfg.device)
     guesses = [imagenet(img, top_k=1)[0] for img in hf_data.to_pil(data.test.images[shown])]
     nbutils.plots.image_grid(data.test.images[shown],
                              [f"{g['label'].split(',')[0]} ({g['score']:.0%})\n"
@@ -102,16 +103,16 @@ else:
 # `AutoModelForImageClassification.from_pretrained(..., num_labels, id2label, label2id,
 # ignore_mismatched_sizes=True)`: the pretrained body is kept and a new, randomly
 # initialised head with one output per class replaces the ImageNet head. The processor is
-# set to `image_size`: on a CPU a lower resolution is the main lever on speed (compute grows
+# set to `input_size`: on a CPU a lower resolution is the main lever on speed (compute grows
 # with the number of pixels).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-model, processor = hf_train.load_pretrained(ckpt.source, data.class_names, cfg.model.image_size)
-total_params, _ = hf_train.count_parameters(model)
+model, processor = hf_train.load_pretrained(ckpt.source, data.class_names, cfg.model.input_size)
+total_params = count_parameters(model)
 print(f"model      : {type(model).__name__} ({total_params:,} weights)")
 print(f"new head   : {model.config.num_labels} classes, id2label = {model.config.id2label}")
-print(f"processor  : {type(processor).__name__}, {cfg.model.image_size}x{cfg.model.image_size} input")
+print(f"processor  : {type(processor).__name__}, {cfg.model.input_size}x{cfg.model.input_size} input")
 
 # %% [markdown]
 # ## The Hugging Face dataset
@@ -126,7 +127,7 @@ print(f"processor  : {type(processor).__name__}, {cfg.model.image_size}x{cfg.mod
 
 # %%
 # NBVAL_CHECK_OUTPUT
-dsets = hf_data.prepare_datasets(data, processor, augment=cfg.model.augment, seed=cfg.values["seed"])
+dsets = hf_data.prepare_datasets(data, processor, augment=cfg.model.augment, seed=cfg.seed)
 print(dsets)
 item = dsets["train"][0]
 print("one item:", {k: tuple(v.shape) if hasattr(v, "shape") else v for k, v in item.items()})
@@ -140,8 +141,9 @@ print("one item:", {k: tuple(v.shape) if hasattr(v, "shape") else v for k, v in 
 # way to use a pretrained model, and it tells us how good the features are as they are.
 
 # %%
-probe = hf_train.fit_from_config(model, dsets, cfg, "linear_probe")
-print(probe.summary())
+probe = hf_train.fit(model, dsets, hf_train.TransferConfig.for_phase(cfg, "linear_probe"),
+                     cfg.device)
+print(hf_train.describe_phase(probe))
 probe_probs = hf_train.predict_proba(model, processor, data.test.images)
 probe_test_acc = float((probe_probs.argmax(1) == data.test.labels).mean())
 probe_weights = hf_train.snapshot_weights(model)
@@ -164,9 +166,10 @@ probe_weights = hf_train.snapshot_weights(model)
 # gradient accumulation and gradient checkpointing to fit a 4 GB card.
 
 # %%
-finetune = hf_train.fit_from_config(model, dsets, cfg, "fine_tune", phase_offset=len(probe.history))
-print(finetune.summary())
-print("frozen blocks:", ", ".join(finetune.trainable["frozen_units"]) or "none")
+finetune = hf_train.fit(model, dsets, hf_train.TransferConfig.for_phase(cfg, "fine_tune"),
+                        cfg.device, phase_offset=len(probe.history))
+print(hf_train.describe_phase(finetune))
+print("frozen blocks:", ", ".join(finetune.extra["trainable"]["frozen_units"]) or "none")
 finetune_probs = hf_train.predict_proba(model, processor, data.test.images)
 finetune_test_acc = float((finetune_probs.argmax(1) == data.test.labels).mean())
 
@@ -180,13 +183,13 @@ finetune_test_acc = float((finetune_probs.argmax(1) == data.test.labels).mean())
 import pandas as pd
 
 strategies = {
-    run.strategy: {"epochs": len(run.history), "trainable_params": run.trainable["trainable_params"],
-                   "train_seconds": round(run.seconds, 1), "cpu_seconds": round(run.cpu_seconds, 1),
-                   "val_acc": round(run.val_accuracy, 4),
-                   "test_acc": round(acc, 4)}
+    run.extra["strategy"]: {
+        "epochs": run.epochs, "trainable_params": run.extra["trainable"]["trainable_params"],
+        "train_seconds": round(run.train_seconds, 1), "cpu_seconds": round(run.cpu_seconds, 1),
+        "val_acc": round(run.final_val_acc, 4), "test_acc": round(acc, 4)}
     for run, acc in ((probe, probe_test_acc), (finetune, finetune_test_acc))
 }
-final = "fine_tune" if finetune.val_accuracy >= probe.val_accuracy else "linear_probe"
+final = "fine_tune" if finetune.final_val_acc >= probe.final_val_acc else "linear_probe"
 if final == "linear_probe":
     hf_train.restore_weights(model, probe_weights)
 probs = finetune_probs if final == "fine_tune" else probe_probs
@@ -205,23 +208,20 @@ pd.DataFrame.from_dict(strategies, orient="index")
 
 # %%
 model_dir = cfg.outputs_dir / "models" / RUN_ID
-info = hf_train.classifier_info(model, processor, cfg.model.image_size, cfg.model.checkpoint,
+info = hf_train.classifier_info(model, processor, cfg.model.input_size, cfg.model.checkpoint,
                                 extra={"strategy": final, "source": ckpt.kind})
-hf_train.save_classifier(model, processor, model_dir, info)
+hf_train.save_classifier(model_dir, model, info, processor=processor)
 record = finish_run(
-    cfg, data, notebook=NOTEBOOK, framework="huggingface",
-    model=f"{cfg.model.checkpoint} ({final})", probs=probs,
-    history=probe.history + finetune.history,
-    train_seconds=probe.seconds + finetune.seconds, num_params=total_params, model_path=model_dir,
-    device_peak_mb=hf_train.device_peak_mb(cfg.values["device"]),
+    cfg, data, notebook=NOTEBOOK, model=f"{cfg.model.checkpoint} ({final})", probs=probs,
+    fit=FitResult.combine(probe, finetune), num_params=total_params, model_path=model_dir,
     extra={"checkpoint": cfg.model.checkpoint, "checkpoint_source": ckpt.kind,
-           "image_size": cfg.model.image_size, "final_strategy": final, "strategies": strategies,
-           "frozen_units_fine_tune": finetune.trainable["frozen_units"]},
+           "input_size": cfg.model.input_size, "final_strategy": final, "strategies": strategies,
+           "frozen_units_fine_tune": finetune.extra["trainable"]["frozen_units"]},
 )
 print(f"test accuracy {record.test.accuracy:.3f}, macro F1 {record.test.macro_f1:.3f}")
 
 # %%
-per_class_table(record)
+record_class_table(record)
 
 # %% [markdown]
 # ## Reload with `pipeline`
@@ -231,7 +231,7 @@ per_class_table(record)
 # Here it classifies the same test images the ImageNet network guessed at above.
 
 # %%
-classify = pipeline("image-classification", model=str(model_dir), device=cfg.values["device"])
+classify = pipeline("image-classification", model=str(model_dir), device=cfg.device)
 answers = [classify(img, top_k=1)[0] for img in hf_data.to_pil(data.test.images[shown])]
 nbutils.plots.image_grid(data.test.images[shown],
                          [f"{a['label']} ({a['score']:.0%})\n"
@@ -245,7 +245,7 @@ nbutils.plots.plt.show()
 # Accuracy and training time of both strategies on this run (the figures for the `cpu`
 # profile on the CIFAR-10 subset are in the README), and, when notebooks 02 and 03 have
 # run on the same dataset and profile, their from-scratch models for comparison
-# (`nbutils.report.other_runs_summary`):
+# (`nbutils.runs.other_runs_summary`):
 
 # %%
 for name, row in strategies.items():
@@ -257,7 +257,7 @@ print("\n".join(other_runs_summary(cfg, exclude_notebook=NOTEBOOK)))
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Resolution.** Run the `cpu` profile with `image_size=96` and `image_size=160`. How do
+# 1. **Resolution.** Run the `cpu` profile with `input_size=96` and `input_size=160`. How do
 #    the accuracy and the time per epoch change? Why does a 32×32 CIFAR image gain anything
 #    from being upscaled before it enters the network?
 # 2. **How much to freeze.** Set `freeze_fraction` to 0 (everything learns) and to 0.8 (only

@@ -42,8 +42,8 @@ from IPython.display import Markdown, display
 
 import nbutils
 from nbutils import compare
-from nbutils import compare_plots as cplots
-from nbutils import compare_report as creport
+from nbutils.compare import plots as cplots
+from nbutils.compare import report as creport
 from nbutils.data import load_for
 from nbutils.paths import display_path
 

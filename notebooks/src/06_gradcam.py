@@ -50,7 +50,7 @@ from nbutils.gradcam import evaluate as ge
 from nbutils.gradcam import explorer as gx
 from nbutils.gradcam import plots as gp
 from nbutils.gradcam import runs
-from nbutils.report import example_indices
+from nbutils.runs import example_indices
 
 cfg = nbutils.setup(profile, model="gradcam", dataset=dataset, method=method,
                     n_images=n_images, eval_images=eval_images)
@@ -147,7 +147,7 @@ for name, clf in models.items():
           f"same prediction as predict_proba on {agree:.0%}")
 
 # %%
-shown = example_indices(labels, settings.n_images, seed=cfg.values["seed"])
+shown = example_indices(labels, settings.n_images, seed=cfg.seed)
 fig = gp.plot_cam_grid(images[shown], {n: c.maps[shown] for n, c in cams.items()}, labels[shown],
                        {n: c.predictions[shown] for n, c in cams.items()}, data.class_names,
                        probs={n: c.probs[shown] for n, c in cams.items()},
@@ -274,7 +274,7 @@ n_rand = min(settings.randomization_images, len(images))
 for name, clf in models.items():
     randomized[name] = ge.randomization_check(
         clf, images[:n_rand], target_layer=layers[name], method=settings.method,
-        seed=cfg.values["seed"], trained=ge.CAMSlice(cams[name], n_rand))
+        seed=cfg.seed, trained=ge.CAMSlice(cams[name], n_rand))
     r = randomized[name]
     print(f"{name:<13} rank correlation trained vs re-initialised: mean {r.mean:.3f}, "
           f"mean |rho| {r.mean_abs:.3f} over {len(r.rho) - r.n_constant} images "
@@ -307,7 +307,7 @@ for name, clf in models.items():
     deletion[name] = ge.deletion_curve(clf.predict_proba, images[:n_del], cam.maps[:n_del],
                                        cam.class_idx[:n_del], steps=settings.deletion_steps,
                                        baseline=settings.deletion_baseline,
-                                       seed=cfg.values["seed"], smooth_grid=cam.raw.shape[1:])
+                                       seed=cfg.seed, smooth_grid=cam.raw.shape[1:])
     d = deletion[name]
     print(f"{name:<13} deletion AUC: Grad-CAM order {d.auc_saliency:.3f}, random pixels "
           f"{d.auc_random:.3f}, random blobs {d.auc_random_smooth:.3f}; Grad-CAM better than "
@@ -343,7 +343,7 @@ for m in found.models:
         "seconds": {"gradcam": round(cam_seconds[name], 3),
                     "per_image_ms": round(1000 * cam_seconds[name] / len(images), 2)},
     }
-path = runs.write_record(cfg.outputs_dir, cfg.dataset, cfg.profile, summary,
+path = runs.write_cam_record(cfg.outputs_dir, cfg.dataset, cfg.profile, summary,
                          settings=settings.to_dict(),
                          extra={"n_scored": len(images), "missing": found.missing})
 print(runs.format_summary(summary))

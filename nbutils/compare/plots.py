@@ -13,9 +13,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
-from . import plots
-from .compare import Comparison, EnsembleResult, RunSet
-from .metrics import expected_calibration_error, reliability_bins
+from .. import plots
+from ..metrics import expected_calibration_error, reliability_bins
+from .runs import RunSet
+from .stats import EnsembleResult
+from .table import Comparison
 
 __all__ = [
     "plot_accuracy_vs",
@@ -93,7 +95,7 @@ def _named_probs(runset: RunSet, ensemble: EnsembleResult | None) -> list[tuple[
 
 def plot_confusions(runset: RunSet, ensemble: EnsembleResult | None = None) -> plt.Figure:
     """Row-normalised test confusion matrices of all models, side by side."""
-    from .metrics import confusion_matrix
+    from ..metrics import confusion_matrix
 
     named = _named_probs(runset, ensemble)
     k = len(runset.class_names)

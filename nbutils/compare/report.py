@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .compare import Comparison, speed_summary
-from .paths import atomic_write, atomic_write_text, resolve_path
+from ..paths import atomic_write, atomic_write_text, resolve_path
+from .speed import speed_summary
+from .table import Comparison
 
 __all__ = [
     "markdown_table",
@@ -209,7 +210,7 @@ def write_comparison(
     The folder is built beside ``out_dir`` and swapped into place at the end, so an
     interrupted run leaves the previous comparison whole and no stale files survive.
     """
-    from .plots import save_figure
+    from ..plots import save_figure
 
     target = resolve_path(out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
