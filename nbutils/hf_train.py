@@ -442,12 +442,12 @@ class TransferConfig(Settings):
     strategy: str = "fine_tune"
     epochs: int = 2
     batch_size: int = 32
+    precision: str = "auto"
     learning_rate: float = 5e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
-    precision: str = "auto"
     freeze_fraction: float = 0.0
     label_smoothing: float = 0.0
     channels_last: bool = False

@@ -108,6 +108,22 @@ def _split(data: Any, split: str) -> Any:
     return getattr(data, split)
 
 
+def _per_image(data: Any, normalize: bool, one_hot: bool) -> Any:
+    """The ``map`` function of :func:`make_dataset`: standardise and/or one-hot encode."""
+    num_classes = int(data.num_classes)
+    mean = tf.constant(np.asarray(data.mean, np.float32))
+    std = tf.constant(np.asarray(data.std, np.float32))
+
+    def prepare(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if normalize:
+            image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
+        if one_hot:
+            label = tf.one_hot(label, num_classes, dtype=tf.float32)
+        return image, label
+
+    return prepare
+
+
 def make_dataset(
     data: Any,
     split: str,
@@ -154,19 +170,8 @@ def make_dataset(
     images = np.ascontiguousarray(part.images)
     labels = np.asarray(part.labels, dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    num_classes = int(data.num_classes)
-    mean = tf.constant(np.asarray(data.mean, np.float32))
-    std = tf.constant(np.asarray(data.std, np.float32))
-
-    def prepare(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        if normalize:
-            image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
-        if one_hot:
-            label = tf.one_hot(label, num_classes, dtype=tf.float32)
-        return image, label
-
     if normalize or one_hot:
-        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(_per_image(data, normalize, one_hot), num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()
     if shuffle:

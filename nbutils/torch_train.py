@@ -514,13 +514,8 @@ def fit(
     ckpt = Checkpointer(checkpoint_dir, _fingerprint(model, config, len(train_loader)))
     stopper, history = EarlyStopping(config.early_stopping_patience), []
     torch.manual_seed(config.seed)
-    state = ckpt.load() if resume else None
-    if state is not None:
-        run.load_state_dict(state)
-        stopper.load_state_dict(state["stopper"])
-        history = list(state["history"])
-        if progress:
-            print(f"Resuming from the checkpoint of epoch {len(history)} in {ckpt.path.parent}")
+    if resume:
+        history = _resume(ckpt, run, stopper, progress)
     resumed_from = len(history)
     reset_device_peak(device)
     with Stopwatch() as clock:
@@ -542,6 +537,20 @@ def fit(
         load_average=clock.load,
         extra={"amp": run.amp.label, "images_per_second": images / seconds if seconds else 0.0,
                "stopped_early": stopped_early, "resumed_from_epoch": resumed_from})
+
+
+def _resume(ckpt: Checkpointer, run: _Trainer, stopper: EarlyStopping,
+            progress: bool) -> list[dict[str, Any]]:
+    """Load a matching checkpoint into ``run`` and ``stopper``; the history so far."""
+    state = ckpt.load()
+    if state is None:
+        return []
+    run.load_state_dict(state)
+    stopper.load_state_dict(state["stopper"])
+    if progress:
+        print(f"Resuming from the checkpoint of epoch {len(state['history'])} in "
+              f"{ckpt.path.parent}")
+    return list(state["history"])
 
 
 def _run_epochs(run: _Trainer, val_loader: Any | None, config: TrainConfig,

@@ -15,24 +15,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ..fitting import Stopwatch, load_average
+
 __all__ = ["compare_pipelines", "main"]
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _timed(fn: Any) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), _cpu_seconds()
-    fn()
-    return time.perf_counter() - wall, _cpu_seconds() - cpu
+def _time_rounds(calls: dict[str, Callable[[], Any]], rounds: int, bar: Any
+                 ) -> dict[str, list[float]]:
+    """``rounds`` interleaved calls of each function: ``{name: [wall s, CPU s]}`` summed."""
+    totals = {name: [0.0, 0.0] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            with Stopwatch() as clock:
+                fn()
+            totals[name][0] += clock.seconds
+            totals[name][1] += clock.cpu_seconds
+            bar.update(1)
+    return totals
 
 
 def compare_pipelines(data: Any, model_cfg: Any = None, *, epochs: int = 2, repeats: int = 3,
@@ -57,19 +61,17 @@ def compare_pipelines(data: Any, model_cfg: Any = None, *, epochs: int = 2, repe
 
     from .. import keras_data, keras_train
 
-    tf = keras_data.tf
     s = keras_train.model_settings(model_cfg)
     bs = int(batch_size or s["batch_size"])
     n = len(data.train)
-    steps = int(np.ceil(n / bs))
     train_ds = keras_data.make_dataset(data, "train", bs, shuffle=True, seed=seed)
     infer_ds = keras_data.make_dataset(data, "train", bs, shuffle=False, one_hot=False)
     x, y = keras_data.numpy_arrays(data, "train", one_hot=True)
     models = {}
     for name in ("tf.data", "numpy"):
         model = keras_train.build_cnn_for(data, s, seed=seed)
-        keras_train.compile_cnn(model, steps, epochs + 1, s["learning_rate"], s["warmup_epochs"],
-                                s["label_smoothing"], s["jit_compile"])
+        keras_train.compile_cnn(model, int(np.ceil(n / bs)), epochs + 1, s["learning_rate"],
+                                s["warmup_epochs"], s["label_smoothing"], s["jit_compile"])
         models[name] = model
     fit = {"tf.data": lambda: models["tf.data"].fit(train_ds, epochs=1, verbose=0,
                                                  shuffle=False),
@@ -77,31 +79,14 @@ def compare_pipelines(data: Any, model_cfg: Any = None, *, epochs: int = 2, repe
                                                 verbose=0)}
     predict = {"tf.data": lambda: models["tf.data"].predict(infer_ds, verbose=0),
                "numpy": lambda: models["numpy"].predict(x, batch_size=bs, verbose=0)}
-    totals = {kind: {name: [0.0, 0.0] for name in fit} for kind in ("train", "inference")}
     bar = tqdm(total=2 + 2 * (epochs + repeats), desc="keras pipelines", disable=not progress)
-    # warm-up: trace the train and predict functions for a full and the last, partial batch
-    m = bs + n % bs
-    warm_ds = tf.data.Dataset.from_tensor_slices((x[:m], y[:m])).batch(bs)
-    models["tf.data"].fit(warm_ds, epochs=1, verbose=0, shuffle=False)
-    models["numpy"].fit(x[:m], y[:m], batch_size=bs, epochs=1, verbose=0)
-    for name in predict:
-        models[name].predict(x[:m], batch_size=bs, verbose=0)
+    _warm_up(models, x, y, bs, keras_data.tf)
     bar.update(2)
-    for _ in range(epochs):
-        for name in fit:
-            wall, cpu = _timed(fit[name])
-            totals["train"][name][0] += wall
-            totals["train"][name][1] += cpu
-            bar.update(1)
-    for _ in range(repeats):
-        for name in predict:
-            wall, cpu = _timed(predict[name])
-            totals["inference"][name][0] += wall
-            totals["inference"][name][1] += cpu
-            bar.update(1)
+    totals = {"train": _time_rounds(fit, epochs, bar),
+              "inference": _time_rounds(predict, repeats, bar)}
     bar.close()
     result: dict[str, Any] = {"images": n, "batch_size": bs, "epochs": epochs, "repeats": repeats,
-                              "load_average": round(os.getloadavg()[0], 2)}
+                              "load_average": load_average()}
     for kind, count in (("train", epochs * n), ("inference", repeats * n)):
         result[kind] = {name: {"images_per_s": round(count / wall, 1),
                                "cpu_ms_per_image": round(1000 * cpu / count, 3),
@@ -110,6 +95,16 @@ def compare_pipelines(data: Any, model_cfg: Any = None, *, epochs: int = 2, repe
         fast, slow = result[kind]["tf.data"], result[kind]["numpy"]
         result[f"ratio_{kind}"] = round(fast["images_per_s"] / slow["images_per_s"], 3)
     return result
+
+
+def _warm_up(models: dict[str, Any], x: np.ndarray, y: np.ndarray, bs: int, tf: Any) -> None:
+    """Trace the train and predict functions for a full and the last, partial batch."""
+    m = bs + len(x) % bs
+    warm_ds = tf.data.Dataset.from_tensor_slices((x[:m], y[:m])).batch(bs)
+    models["tf.data"].fit(warm_ds, epochs=1, verbose=0, shuffle=False)
+    models["numpy"].fit(x[:m], y[:m], batch_size=bs, epochs=1, verbose=0)
+    for model in models.values():
+        model.predict(x[:m], batch_size=bs, verbose=0)
 
 
 def format_result(result: dict[str, Any]) -> str:

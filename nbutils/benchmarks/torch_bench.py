@@ -18,9 +18,9 @@ come from this one run.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,131 +128,166 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure both pipelines; return the figures (also printed by :func:`main`)."""
+@dataclass
+class _Bench:
+    """What both loops are measured on: data, model config, settings and device."""
+
+    cfg: Any
+    data: Any
+    images: np.ndarray
+    labels: np.ndarray
+    test_images: np.ndarray
+    mconf: Any
+    tconf: Any
+    amp: Any
+    device: torch.device
+    size: int
+    batch_size: int
+
+
+def _prepare(args: argparse.Namespace) -> tuple[_Bench, str, int]:
+    """Resolve the config, load the data; also returns the dataset spec and threads."""
     import nbutils
-    from nbutils import torch_data, torch_models, torch_train
+    from nbutils import torch_models, torch_train
     from nbutils.data import load_for
-    from nbutils.hardware import peak_rss_mb
 
     probe = nbutils.setup(args.profile, model="alexnet", verbose=False)
     dataset = args.dataset or _default_dataset(probe.dataset)
     cfg = nbutils.setup(args.profile, model="alexnet", dataset=dataset, verbose=False,
                         batch_size=args.batch_size, architecture=args.architecture)
     m = cfg.model
-    device = torch.device(cfg.device)
     threads = torch_train.set_threads(args.threads if args.threads is not None else m.num_threads)
     data = load_for(cfg, progress=False)
-    if args.max_images:
-        keep = slice(0, args.max_images)
-        images, labels = data.train.images[keep], data.train.labels[keep]
-    else:
-        images, labels = data.train.images, data.train.labels
+    keep = slice(0, args.max_images or None)
+    images, labels = data.train.images[keep], data.train.labels[keep]
     bs = m.batch_size
     if len(labels) < bs:
         raise SystemExit(f"Only {len(labels)} training images for batch size {bs}: "
                          "lower --batch-size or use a larger dataset.")
     size = 224 if m.architecture == "alexnet224" else data.image_size
-    mconf = torch_models.config_from_settings(m, data.num_classes, size)
-    summary = torch_models.summarize(torch_models.build_model(mconf), (3, size, size))
-    flops = summary.flops_per_image
+    device = torch.device(cfg.device)
     tconf = torch_train.TrainConfig.from_settings(m, mixed_precision=cfg.mixed_precision)
-    amp = torch_train.amp_settings(device, tconf.mixed_precision)
-    peak32 = matmul_flops(device, torch.float32)
-    peak = matmul_flops(device, amp.dtype) if amp.enabled else peak32
-    results: dict[str, Any] = {
-        "device": str(device), "hardware": cfg.hardware.describe(), "threads": threads,
-        "profile": cfg.profile, "dataset": dataset, "model": mconf.name, "image_size": size,
-        "batch_size": bs, "amp": amp.label, "compile": tconf.compile,
-        "flops_per_image": flops, "matmul_flops": peak, "matmul_flops_fp32": peak32,
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
+    test_images = np.asarray(data.test.images if len(data.test) >= bs else images[:bs])
+    bench = _Bench(cfg, data, images, labels, test_images,
+                   torch_models.config_from_settings(m, data.num_classes, size), tconf,
+                   torch_train.amp_settings(device, tconf.mixed_precision), device, size, bs)
+    return bench, dataset, threads
 
-    # ---- course loop
-    torch.manual_seed(cfg.seed)
-    model = torch_models.build_model(mconf).to(device)
+
+def _course_loop(b: _Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """The course's training step and ``predict_proba``: images/s and peak memory."""
+    from nbutils import torch_data, torch_models, torch_train
+
+    m, tconf, device, bs = b.cfg.model, b.tconf, b.device, b.batch_size
+    torch.manual_seed(b.cfg.seed)
+    model = torch_models.build_model(b.mconf).to(device)
     if tconf.channels_last:
         model.to(memory_format=torch.channels_last)
     loader = torch_data.TensorLoader(
-        images, labels, data.mean, data.std, bs, device, shuffle=True,
+        b.images, b.labels, b.data.mean, b.data.std, bs, device, shuffle=True,
         augment=torch_data.Augment(m.augment_padding, m.augment_flip), drop_last=True,
-        channels_last=tconf.channels_last, size=size, seed=0)
+        channels_last=tconf.channels_last, size=b.size, seed=0)
     opt = torch_train.make_optimizer(model, tconf)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
+    scaler = torch.amp.GradScaler(device.type, enabled=b.amp.use_scaler)
     step = torch_train.make_train_step(model, opt, None, scaler,
                                        nn.CrossEntropyLoss(label_smoothing=tconf.label_smoothing),
-                                       amp, tconf.grad_clip, tconf.compile)
+                                       b.amp, tconf.grad_clip, tconf.compile)
     _reset_peak(device)
-    course_train = _time_steps(step, _forever(loader), args.warmup, args.steps, device, bs)
-    course_train_peak = _peak_mb(device)
-
+    train = _time_steps(step, _forever(loader), args.warmup, args.steps, device, bs)
+    train_peak = _peak_mb(device)
     model.eval()
-    test_imgs = np.asarray(data.test.images if len(data.test) >= bs else images[:bs])
-    n_inf = min(len(test_imgs), bs * args.steps)
-    torch_train.predict_proba(model, test_imgs[:bs], data.mean, data.std, bs, device, size,
-                              mixed_precision=tconf.mixed_precision,
-                              channels_last=tconf.channels_last)
+    n_inf = min(len(b.test_images), bs * args.steps)
+
+    def predict(images: np.ndarray) -> None:
+        torch_train.predict_proba(model, images, b.data.mean, b.data.std, bs, device, b.size,
+                                  mixed_precision=tconf.mixed_precision,
+                                  channels_last=tconf.channels_last)
+
+    predict(b.test_images[:bs])
     _reset_peak(device)
     t0 = time.perf_counter()
-    torch_train.predict_proba(model, test_imgs[:n_inf], data.mean, data.std, bs, device, size,
-                              mixed_precision=tconf.mixed_precision,
-                              channels_last=tconf.channels_last)
+    predict(b.test_images[:n_inf])
     _sync(device)
-    course_infer = n_inf / (time.perf_counter() - t0)
-    course_infer_peak = _peak_mb(device)
-    del model, opt, step, loader
+    return {"train": train, "infer": n_inf / (time.perf_counter() - t0),
+            "train_peak": train_peak, "infer_peak": _peak_mb(device)}
 
-    # ---- textbook loop
-    torch.manual_seed(cfg.seed)
-    base = torch_models.build_model(mconf).to(device)
-    base_opt = torch.optim.SGD(base.parameters(), lr=tconf.lr, momentum=tconf.momentum,
-                               weight_decay=tconf.weight_decay)
+
+def _textbook_loop(b: _Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """A plain DataLoader + fp32 SGD loop, as tutorials write it: images/s and peak memory."""
+    from nbutils import torch_models
+
+    device, bs = b.device, b.batch_size
+    torch.manual_seed(b.cfg.seed)
+    base = torch_models.build_model(b.mconf).to(device)
+    opt = torch.optim.SGD(base.parameters(), lr=b.tconf.lr, momentum=b.tconf.momentum,
+                          weight_decay=b.tconf.weight_decay)
     criterion = nn.CrossEntropyLoss()
 
-    def base_step(x: torch.Tensor, y: torch.Tensor) -> None:
-        x, y = x.to(device), y.to(device)
-        loss = criterion(base(x), y)
-        base_opt.zero_grad()
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = criterion(base(x.to(device)), y.to(device))
+        opt.zero_grad()
         loss.backward()
-        base_opt.step()
+        opt.step()
 
-    workers = args.workers if args.workers is not None else cfg.data.num_workers
-    tb_loader = _textbook_loader(images, labels, data.mean, data.std, bs, True, workers, size)
+    workers = args.workers if args.workers is not None else b.cfg.data.num_workers
+    loader = _textbook_loader(b.images, b.labels, b.data.mean, b.data.std, bs, True, workers,
+                              b.size)
     _reset_peak(device)
-    base_train = _time_steps(base_step, _forever(tb_loader), args.warmup, args.steps, device, bs)
-    base_train_peak = _peak_mb(device)
+    train = _time_steps(step, _forever(loader), args.warmup, args.steps, device, bs)
+    train_peak = _peak_mb(device)
     base.eval()
-    tb_test = _textbook_loader(test_imgs[:n_inf], np.zeros(n_inf, np.int64), data.mean, data.std,
-                               bs, False, workers, size)
+    n_inf = min(len(b.test_images), bs * args.steps)
+    test = _textbook_loader(b.test_images[:n_inf], np.zeros(n_inf, np.int64), b.data.mean,
+                            b.data.std, bs, False, workers, b.size)
     with torch.no_grad():
-        for x, _ in tb_test:           # warm-up pass (workers start, kernels chosen)
+        for x, _ in test:           # warm-up pass (workers start, kernels chosen)
             base(x.to(device))
             break
         _reset_peak(device)
         _sync(device)
         t0 = time.perf_counter()
-        for x, _ in tb_test:
+        for x, _ in test:
             base(x.to(device)).softmax(1).cpu()
         _sync(device)
-    base_infer = n_inf / (time.perf_counter() - t0)
-    base_infer_peak = _peak_mb(device)
+    return {"train": train, "infer": n_inf / (time.perf_counter() - t0),
+            "train_peak": train_peak, "infer_peak": _peak_mb(device)}
 
-    results.update({
-        "course_train_ips": course_train, "textbook_train_ips": base_train,
-        "train_ratio": course_train / base_train,
-        "course_infer_ips": course_infer, "textbook_infer_ips": base_infer,
-        "infer_ratio": course_infer / base_infer,
-        "course_train_flops": 3.0 * flops * course_train,
-        "textbook_train_flops": 3.0 * flops * base_train,
-        "course_infer_flops": flops * course_infer,
-        "peak_device_mb": {"course_train": course_train_peak, "course_infer": course_infer_peak,
-                           "textbook_train": base_train_peak, "textbook_infer": base_infer_peak},
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure both pipelines; return the figures (also printed by :func:`main`)."""
+    from nbutils import torch_models
+    from nbutils.fitting import load_average
+    from nbutils.hardware import peak_rss_mb
+
+    b, dataset, threads = _prepare(args)
+    flops = torch_models.summarize(torch_models.build_model(b.mconf),
+                                   (3, b.size, b.size)).flops_per_image
+    peak32 = matmul_flops(b.device, torch.float32)
+    peak = matmul_flops(b.device, b.amp.dtype) if b.amp.enabled else peak32
+    load = load_average()
+    course, book = _course_loop(b, args), _textbook_loop(b, args)
+    return {
+        "device": str(b.device), "hardware": b.cfg.hardware.describe(), "threads": threads,
+        "profile": b.cfg.profile, "dataset": dataset, "model": b.mconf.name,
+        "image_size": b.size, "batch_size": b.batch_size, "amp": b.amp.label,
+        "compile": b.tconf.compile, "flops_per_image": flops, "matmul_flops": peak,
+        "matmul_flops_fp32": peak32, "load_average": load,
+        "course_train_ips": course["train"], "textbook_train_ips": book["train"],
+        "train_ratio": course["train"] / book["train"],
+        "course_infer_ips": course["infer"], "textbook_infer_ips": book["infer"],
+        "infer_ratio": course["infer"] / book["infer"],
+        "course_train_flops": 3.0 * flops * course["train"],
+        "textbook_train_flops": 3.0 * flops * book["train"],
+        "course_infer_flops": flops * course["infer"],
+        "course_train_util": 3.0 * flops * course["train"] / peak,
+        "textbook_train_util": 3.0 * flops * book["train"] / peak32,
+        "course_infer_util": flops * course["infer"] / peak,
+        "peak_device_mb": {"course_train": course["train_peak"],
+                           "course_infer": course["infer_peak"],
+                           "textbook_train": book["train_peak"],
+                           "textbook_infer": book["infer_peak"]},
         "peak_host_rss_mb": peak_rss_mb(),
-    })
-    results["course_train_util"] = results["course_train_flops"] / peak
-    results["textbook_train_util"] = results["textbook_train_flops"] / peak32
-    results["course_infer_util"] = results["course_infer_flops"] / peak
-    return results
+    }
 
 
 def format_results(r: dict[str, Any]) -> str:

@@ -125,6 +125,22 @@ def _threads_note(threads: Any) -> str:
     return f" with {threads} CPU thread{'s' if threads != 1 else ''} per model"
 
 
+def _method_note(st: Mapping[str, Any]) -> str:
+    """How the table's figures were obtained, from the comparison's settings."""
+    batch = st.get("batch_size", "?")
+    return (
+        f"Accuracy, macro precision/recall/F1 and ECE ({st.get('ece_bins', '?')} bins) are "
+        "computed from each run's saved test probabilities. Latency (median of up to "
+        f"{st.get('latency_repeats', '?')} batch-1 calls after {st.get('warmup_repeats', '?')} "
+        f"warm-up calls) and throughput (median of up to {st.get('throughput_batches', '?')} "
+        f"batches of {batch}; each kind stops early after {st.get('time_budget_s', '?')} s) "
+        f"were measured here with one harness on `{st.get('device', '?')}`"
+        f"{_threads_note(st.get('threads'))}, on the same test images, "
+        "from uint8 input to probabilities. Training time and peak memory come from the runs' "
+        "records (peak host RSS of the training process / peak GPU memory). For the ensemble, "
+        "parameters, size, training time and latency are sums over its members.")
+
+
 def render_report(comparison: Comparison, figures: Sequence[str] = ()) -> str:
     """The Markdown report: setting, table, per-class errors, ensemble, tests, figures."""
     rs = comparison.runset
@@ -146,24 +162,8 @@ def render_report(comparison: Comparison, figures: Sequence[str] = ()) -> str:
     if not rs.runs:
         lines += ["No runs to compare yet: produce them with the commands above.", ""]
         return "\n".join(lines)
-    device = st.get("device", "?")
-    lines += [
-        "## Results",
-        "",
-        main_table_markdown(comparison.table, batch),
-        "",
-        f"Accuracy, macro precision/recall/F1 and ECE ({st.get('ece_bins', '?')} bins) are "
-        "computed from each run's saved test probabilities. Latency (median of up to "
-        f"{st.get('latency_repeats', '?')} batch-1 calls after {st.get('warmup_repeats', '?')} "
-        f"warm-up calls) and throughput (median of up to {st.get('throughput_batches', '?')} "
-        f"batches of {batch}; each kind stops early after {st.get('time_budget_s', '?')} s) "
-        f"were measured here with one harness on `{device}`"
-        f"{_threads_note(st.get('threads'))}, on the same test images, "
-        "from uint8 input to probabilities. Training time and peak memory come from the runs' "
-        "records (peak host RSS of the training process / peak GPU memory). For the ensemble, "
-        "parameters, size, training time and latency are sums over its members.",
-        "",
-    ]
+    lines += ["## Results", "", main_table_markdown(comparison.table, batch), "",
+              _method_note(st), ""]
     if comparison.speed:
         lines += ["Timing details:", ""]
         lines += [f"- {line}" for line in speed_summary(comparison.speed, width=0).splitlines()]

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -187,35 +188,38 @@ def measure_runs(
     bar = tqdm(runset.runs, desc="timing models", disable=not progress)
     for run in bar:
         bar.set_postfix_str(run.label)
-        res = SpeedResult(label=run.label, device=device, batch_size=batch_size)
-        results[run.label] = res
-        model_dir = run.record.artifacts.get("model")
-        if not model_dir:
-            res.error = f"{run.record.notebook} saved no model folder (no 'model' artifact)"
-            continue
-        folder = resolve_path(model_dir)
-        if not folder.exists():
-            res.error = f"model folder {folder} is missing; re-run {run.record.notebook}"
-            continue
-        res.size_mib = dir_size_bytes(folder) / 2 ** 20
         reference = run.probs if check_reload and len(images) == len(run.probs) else None
-        try:
-            if isolate:
-                figures = _measure_isolated(folder, images, reference, settings, device,
-                                            loader, timeout_s, threads)
-            else:
-                figures = _measure_here(folder, images, reference, settings, device, loader)
-        except Exception as exc:  # noqa: BLE001 - one broken model must not stop the others
-            res.error = f"could not load or run {folder.name}: {type(exc).__name__}: {exc}"
-            continue
-        res.load_seconds = figures["load_seconds"]
-        res.latency_ms = figures["latency_ms"]
-        res.latency_p90_ms = figures["latency_p90_ms"]
-        res.throughput_ips = figures["throughput_ips"]
-        res.reload_agreement = figures["reload_agreement"]
-        res.latency_repeats = int(figures["latency_repeats"])
-        res.throughput_batches = int(figures["throughput_batches"])
+        measure = (partial(_measure_isolated, loader=loader, timeout_s=timeout_s, threads=threads)
+                   if isolate else partial(_measure_here, loader=loader))
+        results[run.label] = _measure_run(run, images, reference, settings, device, measure)
     return results
+
+
+def _measure_run(run: Any, images: np.ndarray, reference: np.ndarray | None,
+                 settings: dict[str, Any], device: str,
+                 measure: Callable[..., dict[str, Any]]) -> SpeedResult:
+    """One run's :class:`SpeedResult`: its folder found, sized and timed, or why not."""
+    res = SpeedResult(label=run.label, device=device, batch_size=settings["batch_size"])
+    model_dir = run.record.artifacts.get("model")
+    if not model_dir:
+        res.error = f"{run.record.notebook} saved no model folder (no 'model' artifact)"
+        return res
+    folder = resolve_path(model_dir)
+    if not folder.exists():
+        res.error = f"model folder {folder} is missing; re-run {run.record.notebook}"
+        return res
+    res.size_mib = dir_size_bytes(folder) / 2 ** 20
+    try:
+        figures = measure(folder, images, reference, settings, device)
+    except Exception as exc:  # noqa: BLE001 - one broken model must not stop the others
+        res.error = f"could not load or run {folder.name}: {type(exc).__name__}: {exc}"
+        return res
+    for name in ("load_seconds", "latency_ms", "latency_p90_ms", "throughput_ips",
+                 "reload_agreement"):
+        setattr(res, name, figures[name])
+    res.latency_repeats = int(figures["latency_repeats"])
+    res.throughput_batches = int(figures["throughput_batches"])
+    return res
 
 
 # environment variables that set the CPU threads of PyTorch, NumPy's BLAS and TensorFlow

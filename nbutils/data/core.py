@@ -205,6 +205,21 @@ def _split_from_files(cache_dir: Path, name: str, ids: list[str]) -> Split:
                  masks=get("masks"), original_sizes=np.asarray(get("sizes")))
 
 
+def _decode_all(source: Any, index: dict[str, Any], image_size: int, tmp_dir: Path | None,
+                num_workers: int, progress: bool, spec: str
+                ) -> tuple[dict[str, tuple[dict[str, np.ndarray], list[str]]], list[Any]]:
+    """Decode every split: ``{split: (arrays, ids)}`` and the skipped files."""
+    decoded, skipped = {}, list(source.skipped)
+    for name in SPLITS:
+        arrays, ids, bad = _decode_split(source, index[name], image_size, tmp_dir, name,
+                                         num_workers, progress)
+        decoded[name] = (arrays, ids)
+        skipped.extend(bad)
+    if len(decoded["train"][1]) == 0:
+        raise DatasetError(f"No readable training images in {spec}.")
+    return decoded, skipped
+
+
 def load(
     spec: str,
     image_size: int = 32,
@@ -253,26 +268,20 @@ def load(
             cache_dir.parent.mkdir(parents=True, exist_ok=True)
             tmp_dir = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.", dir=cache_dir.parent))
         try:
-            decoded, skipped = {}, list(source.skipped)
-            for name in SPLITS:
-                arrays, ids, bad = _decode_split(source, index[name], image_size, tmp_dir, name,
-                                                 num_workers, progress)
-                decoded[name] = (arrays, ids)
-                skipped.extend(bad)
-            if len(decoded["train"][1]) == 0:
-                raise DatasetError(f"No readable training images in {spec}.")
+            decoded, skipped = _decode_all(source, index, image_size, tmp_dir, num_workers,
+                                           progress, spec)
             mean, std = channel_stats(decoded["train"][0]["images"])
-            meta = {"spec": spec, "name": source.name, "class_names": source.class_names,
-                    "image_size": image_size, "seed": seed, "mean": mean.tolist(),
-                    "std": std.tolist(), "skipped": skipped,
-                    "ids": {name: ids for name, (_a, ids) in decoded.items()}, **settings}
             if not cache:
                 splits = {name: Split(name, a["images"], a["labels"], ids, a.get("masks"),
                                       a["sizes"]) for name, (a, ids) in decoded.items()}
                 return ImageData(spec, source.name, list(source.class_names), image_size, seed,
                                  splits["train"], splits["val"], splits["test"], mean, std,
                                  [tuple(s) for s in skipped], None)
-            _save_cache(cache_dir, tmp_dir, decoded, meta)
+            _save_cache(cache_dir, tmp_dir, decoded, {
+                "spec": spec, "name": source.name, "class_names": source.class_names,
+                "image_size": image_size, "seed": seed, "mean": mean.tolist(),
+                "std": std.tolist(), "skipped": skipped,
+                "ids": {name: ids for name, (_a, ids) in decoded.items()}, **settings})
         finally:
             if tmp_dir is not None and tmp_dir.exists():
                 shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -118,19 +118,17 @@ def _cam_batch(backend: ModuleType, native: Any, batch: Any, info: Any, layer: s
     return raw, probs, used
 
 
-def gradcam(
-    model: Any,
-    images: Any,
-    target_layer: str | None = None,
-    target_class: int | np.ndarray | list[int] | None = None,
-    method: str = "gradcam",
-    *,
-    info: Any = None,
-    batch_size: int = 32,
-    output_size: tuple[int, int] | None = None,
-    progress: bool = False,
-    tta: bool | None = None,
-) -> CAMResult:
+def _image_size(images: Any, is_pixels: bool, framework: str) -> tuple[int, int]:
+    """(H, W) of the images: NHWC pixels, or a prepared NCHW tensor (torch, HF) / NHWC (Keras)."""
+    if is_pixels or framework == "keras":
+        return tuple(images.shape[1:3])
+    return tuple(images.shape[-2:])
+
+
+def gradcam(model: Any, images: Any, target_layer: str | None = None,
+            target_class: int | np.ndarray | list[int] | None = None, method: str = "gradcam",
+            *, info: Any = None, batch_size: int = 32, output_size: tuple[int, int] | None = None,
+            progress: bool = False, tta: bool | None = None) -> CAMResult:
     """Grad-CAM (or Grad-CAM++) maps for a batch of images.
 
     Args:
@@ -147,11 +145,10 @@ def gradcam(
         batch_size: images per forward/backward pass.
         output_size: (H, W) of the returned maps; defaults to the images' size.
         progress: show a progress bar over batches.
-        tta: explain the flip test-time augmentation the classifier predicts with
-            (``info.extra["tta_flip"]``, followed when ``None``): each image and its
-            mirror image go through the network, the explained class is the one
-            their averaged probabilities predict, and the two maps (the second
-            mirrored back) are averaged. Needs uint8 images.
+        tta: explain the classifier's flip test-time augmentation (``None`` follows
+            ``info.extra["tta_flip"]``; uint8 images only): the class their averaged
+            probabilities predict is explained on the image and its mirror image, and
+            the two maps (the second mirrored back) are averaged.
 
     Returns:
         A :class:`~nbutils.gradcam.core.CAMResult`.
@@ -159,38 +156,25 @@ def gradcam(
     if method not in METHODS:
         raise ValueError(f"Unknown Grad-CAM method {method!r}; use one of {METHODS}")
     native, info = unwrap(model, info)
-    fw = framework_of(native)
+    fw, n = framework_of(native), len(images)
     backend = _backend(fw)
-    n = len(images)
     if n == 0:
         raise ValueError("gradcam() needs at least one image")
     classes = resolve_targets(target_class, n)
     is_pixels = isinstance(images, np.ndarray) and images.dtype == np.uint8
     layer = target_layer or default_target_layer(native, images[:1], info)
-
-    from tqdm.auto import tqdm
-
     if tta is None:
         tta = bool((getattr(info, "extra", None) or {}).get("tta_flip", False))
     tta = bool(tta) and is_pixels
 
-    raws, probs_all, classes_all = [], [], []
-    for start in tqdm(range(0, n, batch_size), desc=f"Grad-CAM ({fw})", disable=not progress,
-                      leave=False):
-        cls = None if classes is None else classes[start:start + batch_size]
-        raw, probs, used = _cam_batch(backend, native, images[start:start + batch_size], info,
-                                      layer, cls, method, tta)
-        raws.append(raw)
-        probs_all.append(probs)
-        classes_all.append(used)
-    raw = np.concatenate(raws).astype(np.float32)
-    if output_size is None:
-        if is_pixels:
-            output_size = tuple(images.shape[1:3])
-        else:  # prepared input: NCHW tensor (torch, HF) or NHWC array (Keras)
-            output_size = (tuple(images.shape[1:3]) if fw == "keras"
-                           else tuple(images.shape[-2:]))
-    maps = normalize_maps(resize_bilinear(raw, output_size))
-    return CAMResult(maps=maps, raw=raw, class_idx=np.concatenate(classes_all),
-                     probs=np.concatenate(probs_all).astype(np.float32), layer=layer,
+    from tqdm.auto import tqdm
+
+    parts = [_cam_batch(backend, native, images[start:start + batch_size], info, layer,
+                        None if classes is None else classes[start:start + batch_size], method, tta)
+             for start in tqdm(range(0, n, batch_size), desc=f"Grad-CAM ({fw})",
+                               disable=not progress, leave=False)]
+    raw = np.concatenate([p[0] for p in parts]).astype(np.float32)
+    maps = normalize_maps(resize_bilinear(raw, output_size or _image_size(images, is_pixels, fw)))
+    return CAMResult(maps=maps, raw=raw, class_idx=np.concatenate([p[2] for p in parts]),
+                     probs=np.concatenate([p[1] for p in parts]).astype(np.float32), layer=layer,
                      method=method, framework=fw, extra={"tta_flip": tta})
