@@ -31,6 +31,7 @@ __all__ = [
     "choose_profile",
     "load_config",
     "model_settings",
+    "variant_name",
 ]
 
 PROFILE_ENV = "NBUTILS_PROFILE"
@@ -41,13 +42,32 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message says how to fix it."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last one, so a second ``data:`` block would silently replace
+    the first (and drop, say, a profile's caps).
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError as exc:
         raise ConfigError(f"Config file not found: {path}") from exc
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -140,7 +160,10 @@ class Section(Mapping):
         raise AttributeError("Configs are read-only: pass overrides to nbutils.setup(...)")
 
     def __getitem__(self, key: str) -> Any:
-        return self.__getattr__(key)
+        try:
+            return self.__getattr__(key)
+        except AttributeError as exc:  # a mapping says KeyError (and .get() relies on it)
+            raise KeyError(str(exc)) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -165,6 +188,7 @@ class RunConfig:
     hardware: Hardware
     model_name: str | None = None
     sources: tuple[str, ...] = field(default_factory=tuple)
+    variant: str = ""
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("__"):
@@ -192,14 +216,15 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to reproduce the run, as plain JSON-able values."""
-        return {"profile": self.profile, "model_name": self.model_name, **copy.deepcopy(self.values)}
+        return {"profile": self.profile, "model_name": self.model_name, "variant": self.variant,
+                **copy.deepcopy(self.values)}
 
     def run_id(self, notebook: str) -> str:
-        """``<notebook>__<dataset slug>__<profile>``: names the run's model, checkpoint,
-        figures and record (the same function as ``RunRecord.run_id``)."""
+        """``<notebook>__<dataset slug>__<profile>[__<variant>]``: names the run's model,
+        checkpoint, figures and record (the same function as ``RunRecord.run_id``)."""
         from .records import make_run_id
 
-        return make_run_id(notebook, self.values["dataset"], self.profile)
+        return make_run_id(notebook, self.values["dataset"], self.profile, self.variant)
 
     def summary(self) -> str:
         """A one-screen, human-readable summary."""
@@ -282,6 +307,27 @@ def _split_overrides(
     return top, mod
 
 
+# overrides that change where things are or how fast they load, not what a run computes
+_NOT_A_VARIANT = {"dataset", "data_dir", "outputs_dir", "num_workers", "cache", "device"}
+
+
+def variant_name(overrides: Mapping[str, Any]) -> str:
+    """A file-name-safe tag for the overrides that change a run's result (``epochs-5``).
+
+    Empty when the profile's settings are used as they are. Long tags keep a readable
+    start and end in a hash of the whole.
+    """
+    import hashlib
+    import re
+
+    parts = [f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in sorted(overrides.items())
+             if k.rsplit(".", 1)[-1] not in _NOT_A_VARIANT and v is not None]
+    tag = re.sub(r"[^A-Za-z0-9.+-]+", "_", "_".join(parts)).strip("_")
+    if len(tag) > 40:
+        tag = f"{tag[:31]}-{hashlib.sha1(tag.encode()).hexdigest()[:8]}"
+    return tag
+
+
 def model_settings(name: str, *overlays: Mapping[str, Any]) -> dict[str, Any]:
     """``configs/models/<name>.yaml`` with each mapping of ``overlays`` merged on top.
 
@@ -323,6 +369,53 @@ def _profile_values(cdir: Path, name: str) -> tuple[dict[str, Any], dict[str, An
     return values, prof_models, profile_path
 
 
+# Ranges checked wherever a setting of that name appears (top level, data, any model), so an
+# impossible value stops the run when the config is resolved, not minutes later.
+_RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    **{k: (1, None, "at least 1") for k in (
+        "epochs", "batch_size", "probe_epochs", "gradient_accumulation_steps",
+        "samples_per_class", "n_images", "latency_repeats", "throughput_batches",
+        "bootstrap_samples", "ece_bins", "deletion_steps", "layers_compared", "layer_images",
+        "examples_per_kind", "randomization_images", "deletion_images", "max_duplicate_examples",
+        "max_train_per_class", "max_test_per_class", "dense_units", "fc_width",
+        "convs_per_block", "conv1_kernel")},
+    **{k: (0, None, "at least 0") for k in (
+        "warmup_epochs", "weight_decay", "num_workers", "compare_epochs", "ablation_epochs",
+        "pipeline_epochs", "early_stopping_patience", "grad_clip", "warmup_repeats",
+        "eval_images", "l2", "compare_max_train", "pointing_tolerance", "time_budget_s",
+        "threads", "near_duplicate_distance", "n_disagreements", "augment_padding",
+        "rotation", "translate", "zoom", "contrast")},
+    **{k: (0, 1, "in [0, 1)") for k in ("dropout", "label_smoothing")},
+    **{k: (0, 1, "in [0, 1]") for k in ("freeze_fraction", "warmup_ratio", "momentum",
+                                        "bn_momentum")},
+    **{k: (0, None, "greater than 0") for k in ("lr", "learning_rate", "probe_learning_rate")},
+    **{k: (8, None, "at least 8 pixels") for k in ("image_size", "input_size")},
+    **{k: (0, 1, "between 0 and 1 (exclusive)") for k in ("val_fraction", "test_fraction")},
+}
+
+
+def _in_range(value: Any, low: float | None, high: float | None, rule: str) -> bool:
+    if low is not None and (value < low or (value == low and rule.startswith("greater"))):
+        return False
+    if high is not None and (value > high or (value == high and ")" in rule)):
+        return False
+    return not (rule.startswith("between") and value in (low, high))
+
+
+def _check_ranges(values: dict[str, Any], where: str) -> None:
+    """Every known setting in ``values`` (nested) within its range, else a ConfigError."""
+    for key, value in values.items():
+        dotted = f"{where}{key}"
+        if isinstance(value, dict):
+            _check_ranges(value, f"{dotted}.")
+        elif (key in _RANGES and isinstance(value, (int, float))
+              and not isinstance(value, bool) and not _in_range(value, *_RANGES[key])):
+            raise ConfigError(f"{dotted} must be {_RANGES[key][2]}, got {value!r}")
+    if "widths" in values and isinstance(values["widths"], list):
+        if not values["widths"] or any(not isinstance(w, int) or w < 1 for w in values["widths"]):
+            raise ConfigError(f"{where}widths must list positive ints, got {values['widths']!r}")
+
+
 def _check_values(values: dict[str, Any], hw: Hardware) -> None:
     """Ranges and the device (``auto`` resolved in place); a :class:`ConfigError` if wrong."""
     if values["device"] not in ("auto", "cpu", "cuda"):
@@ -334,11 +427,7 @@ def _check_values(values: dict[str, Any], hw: Hardware) -> None:
             "device 'cuda' was asked for but no CUDA GPU is visible. "
             "Use profile='cpu' (or device='auto'), or check `nvidia-smi`."
         )
-    for frac in ("val_fraction", "test_fraction"):
-        if not 0.0 < values["data"][frac] < 1.0:
-            raise ConfigError(f"data.{frac} must be between 0 and 1, got {values['data'][frac]}")
-    if values["data"]["image_size"] < 8:
-        raise ConfigError(f"data.image_size must be at least 8, got {values['data']['image_size']}")
+    _check_ranges(values, "")
 
 
 def load_config(
@@ -377,5 +466,6 @@ def load_config(
         values["model"] = model_values
     _check_values(values, hw)
     return RunConfig(
-        profile=name, values=values, hardware=hw, model_name=model, sources=tuple(sources)
+        profile=name, values=values, hardware=hw, model_name=model, sources=tuple(sources),
+        variant=variant_name(given)
     )

@@ -26,14 +26,13 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .paths import atomic_write_text, project_root, resolve_path
+from .paths import atomic_write_text, make_temp_dir, project_root, resolve_path
 
 # Before anything imports transformers: the PyTorch stack only, never TensorFlow.
 os.environ.setdefault("USE_TF", "0")
@@ -286,7 +285,7 @@ def build_efficientnet_lite0(cache_dir: str | os.PathLike[str] | None = None,
     state = convert_package_state_dict(source, model.timm_model.state_dict())
     model.timm_model.load_state_dict(state, strict=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = make_temp_dir(target)
     try:
         model.save_pretrained(tmp)
         atomic_write_text(tmp / BUILD_FILE, json.dumps({
@@ -319,7 +318,7 @@ def build_tiny_random(name: str = "tiny-random", cache_dir: str | os.PathLike[st
     labels = [f"class_{i}" for i in range(num_labels)]
     torch.manual_seed(seed)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = make_temp_dir(target)
     try:
         if name == "tiny-random":
             import timm

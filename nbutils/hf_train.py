@@ -36,7 +36,8 @@ import numpy as np
 from . import hf_offline  # sets USE_TF=0 (and friends) before transformers loads
 from .fitting import FitResult, Stopwatch
 from .frameworks.registry import ModelRegistry
-from .inference import ClassifierInfo, read_classifier_info, write_classifier_info
+from .inference import ClassifierInfo, check_outputs, read_classifier_info, write_classifier_info
+from .paths import make_temp_dir
 from .settings import Settings
 
 import torch  # noqa: E402
@@ -629,7 +630,7 @@ def save_classifier(model_dir: str | os.PathLike[str], model: Any, info: Classif
     """
     target = Path(model_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = make_temp_dir(target)
     try:
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
         model.save_pretrained(tmp)
@@ -655,6 +656,12 @@ def load_classifier(model_dir: str | os.PathLike[str], info: ClassifierInfo | No
     hf_offline.quiet_transformers()
     folder = str(model_dir)
     info = info or read_classifier_info(folder)
-    processor = AutoImageProcessor.from_pretrained(folder)
-    model = AutoModelForImageClassification.from_pretrained(folder).to(device).eval()
+    try:
+        processor = AutoImageProcessor.from_pretrained(folder)
+        model = AutoModelForImageClassification.from_pretrained(folder).to(device).eval()
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ValueError: say where
+        raise ValueError(f"Could not load the Hugging Face model in {folder} "
+                         f"({type(exc).__name__}: {exc}); re-run notebook 04 to save it again."
+                         ) from exc
+    check_outputs(info, int(model.config.num_labels), folder)
     return HFClassifier(info=info, model=model, processor=processor)

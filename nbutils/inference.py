@@ -19,7 +19,7 @@ from .frameworks.registry import UnknownFrameworkError, get_framework
 from .paths import atomic_write_text, resolve_path
 
 __all__ = ["ClassifierInfo", "Classifier", "write_classifier_info", "read_classifier_info",
-           "load_classifier"]
+           "check_outputs", "load_classifier"]
 
 INFO_FILE = "classifier.json"
 
@@ -70,6 +70,18 @@ def read_classifier_info(model_dir: str | Path) -> ClassifierInfo:
             f"{path} is not a valid {INFO_FILE} ({exc}). Re-run the training notebook that "
             "wrote it."
         ) from exc
+
+
+def check_outputs(info: ClassifierInfo, n_outputs: int, folder: str | Path) -> None:
+    """Refuse a model whose output count is not the number of class names in its info.
+
+    Otherwise it would predict, and every class name it printed could be wrong.
+    """
+    if int(n_outputs) != len(info.class_names):
+        raise ValueError(
+            f"{Path(folder) / INFO_FILE} names {len(info.class_names)} classes but the model "
+            f"in {folder} has {n_outputs} outputs: the files do not belong together. Re-run "
+            "the notebook that trained it to save them again.")
 
 
 def load_classifier(model_dir: str | Path, device: str = "cpu") -> Classifier:

@@ -28,7 +28,7 @@ from .config import model_settings as _config_model_settings
 from .fitting import FitResult, Stopwatch
 from .frameworks.registry import ModelRegistry
 from .images import as_image_batch, resize_images
-from .inference import ClassifierInfo, write_classifier_info
+from .inference import ClassifierInfo, check_outputs, write_classifier_info
 
 # keras_data selects the TensorFlow backend before it imports keras and tensorflow
 from .keras_data import configure_tensorflow, keras, make_dataset, tf
@@ -556,6 +556,7 @@ def load_classifier(model_dir: str | Path, info: ClassifierInfo | None = None,
                            "device='cpu'.")
     with tf.device("/GPU:0" if dev == "cuda" else "/CPU:0"):
         model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+    check_outputs(info, int(model.outputs[0].shape[-1]), folder)
     return KerasClassifier(info=info, model=model, device=dev)
 
 

@@ -143,9 +143,19 @@ def mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult:
     n = b + c
     if n == 0:
         return McNemarResult(b, c, 1.0)
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
-    return McNemarResult(b, c, float(min(1.0, 2.0 * tail)))
+    return McNemarResult(b, c, float(min(1.0, 2.0 * _binomial_lower_tail(min(b, c), n))))
+
+
+def _binomial_lower_tail(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), in log space so any ``n`` works.
+
+    ``math.comb(n, i) / 2.0 ** n`` overflows once ``n`` passes about 1,024 (a full-size
+    test set); the log-sum-exp of ``log C(n, i) - n log 2`` does not.
+    """
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2.0)
+            for i in range(k + 1)]
+    top = max(logs)
+    return math.exp(top) * math.fsum(math.exp(v - top) for v in logs)
 
 
 def bootstrap_accuracy_diff(

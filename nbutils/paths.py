@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["project_root", "configs_dir", "resolve_path", "display_path", "atomic_write",
-           "atomic_write_text", "atomic_write_json", "json_default"]
+           "atomic_write_text", "atomic_write_json", "json_default", "current_umask",
+           "make_temp_dir", "remove_stale_temp_dirs"]
 
 
 def _looks_like_root(path: Path) -> bool:
@@ -63,6 +64,56 @@ def display_path(path: str | os.PathLike[str]) -> str:
         return str(p)
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(target: str | os.PathLike[str]) -> Path:
+    """A hidden folder beside ``target`` to build it in, then rename into place.
+
+    Its name carries this process's id, so :func:`remove_stale_temp_dirs` can tell one
+    left by a killed process from one still being written; its mode follows the umask
+    (``mkdtemp`` alone makes 0700 folders that other users cannot read).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp{os.getpid()}.", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the :func:`make_temp_dir` folders in ``folder`` whose process is gone.
+
+    A process killed while building (SIGKILL, a crashed kernel) cannot clean up after
+    itself; the next one does. Returns what was removed.
+    """
+    import re
+    import shutil
+
+    removed = []
+    pattern = re.compile(r"^\..+\.tmp(\d+)\.[^.]+$")
+    for path in Path(folder).glob(".*.tmp*"):
+        match = pattern.match(path.name)
+        if match and path.is_dir() and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
     """Open a temporary file beside ``path`` and move it into place only on success.
@@ -73,6 +124,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; the result follows umask
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

@@ -35,11 +35,12 @@ class RecordError(ValueError):
     """A run record is malformed or of a schema this version cannot read."""
 
 
-def make_run_id(notebook: str, dataset: str, profile: str) -> str:
-    """``<notebook>__<dataset slug>__<profile>``: the one place a run id is made.
+def make_run_id(notebook: str, dataset: str, profile: str, variant: str = "") -> str:
+    """``<notebook>__<dataset slug>__<profile>[__<variant>]``: the one place a run id is made.
 
     ``cfg.run_id(notebook)`` and ``RunRecord.run_id`` both call it, so a run's model,
-    checkpoint, figures and record share one name.
+    checkpoint, figures and record share one name. ``variant`` names the overrides of
+    the profile's settings (``epochs-5``), so two variants never overwrite each other.
     """
     from .data.specs import parse_spec
 
@@ -47,7 +48,7 @@ def make_run_id(notebook: str, dataset: str, profile: str) -> str:
         slug = parse_spec(dataset).slug
     except Exception:  # noqa: BLE001 - unusual specs still get a name
         slug = "".join(c if c.isalnum() else "-" for c in dataset)
-    return f"{notebook}__{slug}__{profile}"
+    return f"{notebook}__{slug}__{profile}" + (f"__{variant}" if variant else "")
 
 
 @dataclass
@@ -115,7 +116,8 @@ class RunRecord:
     @property
     def run_id(self) -> str:
         """``<notebook>__<dataset slug>__<profile>``: the record's file stem."""
-        return make_run_id(self.notebook, self.dataset, self.profile)
+        return make_run_id(self.notebook, self.dataset, self.profile,
+                           str(self.config.get("variant") or ""))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""

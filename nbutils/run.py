@@ -21,7 +21,8 @@ import yaml
 
 from .paths import project_root
 
-__all__ = ["NotebookResult", "discover_notebooks", "parse_parameters", "run_notebooks", "main"]
+__all__ = ["NotebookResult", "discover_notebooks", "parse_parameters", "check_parameters",
+           "run_notebooks", "main"]
 
 
 @dataclass
@@ -77,6 +78,25 @@ def _notebook_parameters(path: Path) -> set[str]:
     return names
 
 
+def check_parameters(parameters: dict[str, Any], paths: list[Path]) -> None:
+    """A ``-p`` key that no selected notebook accepts is an error with a did-you-mean.
+
+    Dropping it silently would run the profile's value while the user believes the
+    run used theirs.
+    """
+    import difflib
+
+    accepted = set().union(*(_notebook_parameters(p) for p in paths)) if paths else set()
+    for key in parameters:
+        if key in accepted:
+            continue
+        close = difflib.get_close_matches(key, sorted(accepted), n=1, cutoff=0.5)
+        hint = f"Did you mean '{close[0]}'? " if close else ""
+        names = ", ".join(p.stem for p in paths)
+        raise SystemExit(f"-p {key}=...: no selected notebook ({names}) has a parameter "
+                         f"'{key}'. {hint}Parameters they accept: {', '.join(sorted(accepted))}")
+
+
 def _failure_message(exc: BaseException, path: Path) -> str:
     cell = getattr(exc, "cell_index", None)
     count = getattr(exc, "exec_count", None)
@@ -116,6 +136,7 @@ def run_notebooks(
     paths = discover_notebooks(notebooks_dir, only)
     if not paths:
         raise SystemExit(f"No notebooks found in {notebooks_dir}")
+    check_parameters(parameters or {}, paths)
     results: list[NotebookResult] = []
     failed = False
     metrics_dir = root / "outputs" / "metrics"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,12 @@ def record_class_table(record: RunRecord) -> Any:
     return df.round(3)
 
 
+def printable_id(image_id: str) -> str:
+    """An image id that prints and encodes as UTF-8: bytes of a file name that are not
+    valid UTF-8 (kept by Python as surrogates) are shown as ``\\xNN``."""
+    return os.fsencode(image_id).decode("utf-8", "backslashreplace")
+
+
 def _write_examples_csv(path: Path, ids: list[str], labels: np.ndarray, probs: np.ndarray,
                         idx: np.ndarray, class_names: list[str]) -> None:
     buf = io.StringIO()
@@ -68,7 +75,7 @@ def _write_examples_csv(path: Path, ids: list[str], labels: np.ndarray, probs: n
     writer.writerow(["test_index", "image_id", "true", "predicted", "confidence", "correct"])
     for i in idx:
         pred = int(probs[i].argmax())
-        writer.writerow([int(i), ids[i], class_names[labels[i]], class_names[pred],
+        writer.writerow([int(i), printable_id(ids[i]), class_names[labels[i]], class_names[pred],
                          f"{probs[i, pred]:.4f}", bool(pred == labels[i])])
     atomic_write_text(path, buf.getvalue())
 

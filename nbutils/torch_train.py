@@ -16,6 +16,7 @@ global RNG states are part of the checkpoint, so a resumed run draws the same ba
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -33,7 +34,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from .fitting import FitResult, Stopwatch
-from .inference import ClassifierInfo, read_classifier_info, write_classifier_info
+from .inference import ClassifierInfo, check_outputs, read_classifier_info, write_classifier_info
+from .locks import RunLock
 from .paths import atomic_write, atomic_write_text, resolve_path
 from .settings import Settings
 from .torch_data import to_model_input
@@ -94,8 +96,8 @@ class TrainConfig(Settings):
         channels_last: keep the model (and batches) in NHWC memory.
         compile: ``torch.compile`` the model for training.
         seed: seed of the global RNGs at the start of training.
-        num_threads: CPU threads: -1 leaves PyTorch's setting alone, 0 re-chooses one per
-            idle core before every epoch (the machine's load changes), n > 0 uses n.
+        num_threads: CPU threads for the whole run: -1 leaves PyTorch's setting alone, 0
+            takes one per idle core when training starts, n > 0 uses n.
     """
 
     epochs: int = 10
@@ -182,14 +184,17 @@ def set_threads(num_threads: int = 0) -> int:
     return num_threads
 
 
-def _epoch_threads(requested: int) -> int:
-    """Threads for the next epoch: ``requested``, or (0) the idle cores, not counting ours."""
-    if requested > 0:
-        torch.set_num_threads(requested)
-        return requested
-    ours = torch.get_num_threads()
-    others = max(0.0, os.getloadavg()[0] - ours) if hasattr(os, "getloadavg") else 0.0
-    return set_threads(idle_cores(others))
+def _fix_threads(requested: int) -> int:
+    """The CPU threads of a whole run, chosen once before it starts.
+
+    ``requested`` > 0 is used as it is; 0 takes one per idle core now (see
+    :func:`idle_cores`); -1 keeps PyTorch's setting. The count stays fixed for the run:
+    results on the CPU depend on it (sums are split across threads differently), so a
+    run with a given seed and thread count is bit-identical every time.
+    """
+    if requested < 0:
+        return torch.get_num_threads()
+    return set_threads(requested)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -509,7 +514,15 @@ def fit(
         The result; ``extra`` holds ``amp``, ``images_per_second``, ``stopped_early`` and
         ``resumed_from_epoch``. When early stopping is on, the best weights are restored.
     """
-    device = torch.device(device)
+    with RunLock(checkpoint_dir) if checkpoint_dir else contextlib.nullcontext():
+        return _fit(model, train_loader, val_loader, config, torch.device(device),
+                    checkpoint_dir, resume, keep_checkpoint, progress, desc)
+
+
+def _fit(model: nn.Module, train_loader: Any, val_loader: Any | None, config: TrainConfig,
+         device: torch.device, checkpoint_dir: str | os.PathLike[str] | None, resume: bool,
+         keep_checkpoint: bool, progress: bool, desc: str) -> FitResult:
+    """:func:`fit` once the run folder is locked."""
     run = _Trainer.create(model, train_loader, config, device)
     ckpt = Checkpointer(checkpoint_dir, _fingerprint(model, config, len(train_loader)))
     stopper, history = EarlyStopping(config.early_stopping_patience), []
@@ -518,9 +531,10 @@ def fit(
         history = _resume(ckpt, run, stopper, progress)
     resumed_from = len(history)
     reset_device_peak(device)
+    threads = [_fix_threads(config.num_threads)] if device.type == "cpu" else []
     with Stopwatch() as clock:
-        threads, images, seconds = _run_epochs(run, val_loader, config, device, history,
-                                               stopper, ckpt, progress, desc)
+        images, seconds = _run_epochs(run, val_loader, config, device, history, stopper, ckpt,
+                                      progress, desc)
     stopped_early = len(history) < config.epochs
     if stopped_early and progress:
         print(f"Early stopping after epoch {len(history)}: best validation accuracy "
@@ -529,8 +543,6 @@ def fit(
     if not keep_checkpoint:
         ckpt.remove()
     elapsed = sum(h["seconds"] for h in history)
-    if device.type == "cpu" and not threads:
-        threads = [torch.get_num_threads()]
     return FitResult(
         history=history, train_seconds=elapsed, cpu_seconds=clock.cpu_seconds,
         best_epoch=stopper.best_epoch, device_peak_mb=device_peak_mb(device), threads=threads,
@@ -555,20 +567,17 @@ def _resume(ckpt: Checkpointer, run: _Trainer, stopper: EarlyStopping,
 
 def _run_epochs(run: _Trainer, val_loader: Any | None, config: TrainConfig,
                 device: torch.device, history: list[dict[str, Any]], stopper: EarlyStopping,
-                ckpt: Checkpointer, progress: bool, desc: str) -> tuple[list[int], int, float]:
+                ckpt: Checkpointer, progress: bool, desc: str) -> tuple[int, float]:
     """The epoch loop of :func:`fit`: train, validate, track the best, checkpoint.
 
-    Returns the threads used per epoch, and the images and seconds of pure training.
+    Returns the images and seconds of pure training.
     """
     from tqdm.auto import tqdm
 
-    threads: list[int] = []
     images, seconds = 0, 0.0
     bar = tqdm(range(len(history), config.epochs), desc=desc, disable=not progress,
                initial=len(history), total=config.epochs, unit="epoch")
     for epoch in bar:
-        if device.type == "cpu" and config.num_threads >= 0:
-            threads.append(_epoch_threads(config.num_threads))
         lr = float(run.optimizer.param_groups[0]["lr"])
         t0 = time.perf_counter()
         stats = train_epoch(run.model, run.loader, run.step, device, progress, f"epoch {epoch + 1}")
@@ -585,7 +594,7 @@ def _run_epochs(run: _Trainer, val_loader: Any | None, config: TrainConfig,
         if stop:
             break
     bar.close()
-    return threads, images, seconds
+    return images, seconds
 
 
 @torch.no_grad()
@@ -713,7 +722,17 @@ def load_classifier(model_dir: str | os.PathLike[str], info: ClassifierInfo | No
     values = json.loads(cfg_path.read_text())
     family = values.pop("family", "alexnet")
     model = build_model(MODELS.config_from_dict(family, values))
-    model.load_state_dict(load_file(str(weights_path), device="cpu"))
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError: say which file
+        raise ValueError(f"{weights_path} is not a readable safetensors file "
+                         f"({type(exc).__name__}: {exc}); re-run notebook 02 to save it again."
+                         ) from exc
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        size = int(info.image_size)
+        check_outputs(info, model(torch.zeros(1, 3, size, size)).shape[-1], folder)
     device = torch.device(device)
     model.to(device)
     if device.type == "cuda":

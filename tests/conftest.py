@@ -268,20 +268,50 @@ def write_cifar_archive(path: Path, kind: str = "cifar10", per_class_train: int 
     )
 
 
+def trust_archive(monkeypatch: pytest.MonkeyPatch, path: Path, kind: str = "cifar10") -> None:
+    """Make ``path`` the archive whose MD5 the loader accepts for ``kind`` (for this test).
+
+    The loader refuses any CIFAR archive but the published one before unpickling it.
+    """
+    import hashlib
+
+    from nbutils.data import sources
+
+    name, url, _md5 = sources.CIFAR_ARCHIVES[kind]
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(sources.CIFAR_ARCHIVES, kind, (name, url, md5))
+
+
 @pytest.fixture
-def cifar10_archive(tmp_path: Path) -> CifarArchive:
-    """A tiny CIFAR-10 archive at ``tmp_path/raw/cifar-10-python.tar.gz``.
+def trust_cifar(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``trust_cifar(path, kind="cifar10")``: :func:`trust_archive` for this test."""
+    return lambda path, kind="cifar10": trust_archive(monkeypatch, path, kind)
+
+
+@pytest.fixture
+def cifar10_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CifarArchive:
+    """A tiny CIFAR-10 archive at ``tmp_path/raw/cifar-10-python.tar.gz``, trusted.
 
     10 classes, 4 training images per class in two ``data_batch_*`` files and 2 test
     images per class in ``test_batch``; load it with ``data_dir=tmp_path``.
     """
-    return write_cifar_archive(tmp_path / "raw" / "cifar-10-python.tar.gz")
+    archive = write_cifar_archive(tmp_path / "raw" / "cifar-10-python.tar.gz")
+    trust_archive(monkeypatch, archive.path)
+    return archive
 
 
 @pytest.fixture
-def cifar_writer() -> Callable[..., CifarArchive]:
-    """The :func:`write_cifar_archive` helper, for tests that need other shapes of archive."""
-    return write_cifar_archive
+def cifar_writer(monkeypatch: pytest.MonkeyPatch) -> Callable[..., CifarArchive]:
+    """:func:`write_cifar_archive` for other shapes of archive; ``trust=False`` leaves the
+    written archive untrusted (its MD5 is not the published one)."""
+    def write(path: Path, kind: str = "cifar10", trust: bool = True, **kwargs: object
+              ) -> CifarArchive:
+        archive = write_cifar_archive(path, kind=kind, **kwargs)
+        if trust:
+            trust_archive(monkeypatch, archive.path, kind)
+        return archive
+
+    return write
 
 
 # ------------------------------------------------------------------- synthetic data

@@ -346,3 +346,10 @@ def test_model_settings_read_the_yaml_through_the_config_checks() -> None:
         model_settings("keras_cnn", {"epochs": "many"})
     with pytest.raises(ConfigError, match="Unknown model 'keras'"):
         model_settings("keras")
+
+
+def test_sections_behave_as_mappings_for_missing_keys(cpu_only) -> None:
+    cfg = nbutils.setup("smoke", model="gradcam", verbose=False)
+    assert cfg.model.target_layers.get("a framework without a setting") is None
+    with pytest.raises(KeyError, match="Did you mean 'image_size'"):
+        cfg.data["image_sise"]

@@ -279,7 +279,7 @@ class _FakeResponse(io.BytesIO):
 
 
 def test_download_checks_the_md5(tmp_path, monkeypatch, cifar_writer) -> None:
-    payload_path = cifar_writer(tmp_path / "src" / "raw" / "archive.tar.gz").path
+    payload_path = cifar_writer(tmp_path / "src" / "raw" / "archive.tar.gz", trust=False).path
     payload = payload_path.read_bytes()
     urls = []
 
@@ -323,7 +323,7 @@ CORRUPT_ARCHIVES = {
 
 
 @pytest.mark.parametrize("case", sorted(CORRUPT_ARCHIVES))
-def test_corrupt_cifar_archives_give_a_clear_error(tmp_path, case: str) -> None:
+def test_corrupt_cifar_archives_give_a_clear_error(tmp_path, trust_cifar, case: str) -> None:
     archive = tmp_path / "raw" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()
     members = CORRUPT_ARCHIVES[case]
@@ -331,14 +331,33 @@ def test_corrupt_cifar_archives_give_a_clear_error(tmp_path, case: str) -> None:
         archive.write_bytes(np.random.default_rng(0).integers(0, 256, 500, np.uint8).tobytes())
     else:
         _tar_with(archive, members)
+    # first line of defence: a hand-placed archive that is not the published one is refused
+    # before anything in it is unpickled
+    with pytest.raises(DatasetError, match="is not the published cifar10 archive.*Delete it"):
+        load("cifar10", data_dir=tmp_path, download=False)
+    # second: even an archive with the expected checksum is parsed defensively
+    trust_cifar(archive)
     with pytest.raises(DatasetError, match="is not a readable cifar10 archive.*Delete it"):
         load("cifar10", data_dir=tmp_path, download=False)
 
 
-def test_cifar_archive_without_metadata(tmp_path) -> None:
+def test_a_hand_placed_archive_is_checked_before_it_is_unpickled(tmp_path, monkeypatch) -> None:
+    archive = tmp_path / "raw" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    _tar_with(archive, {"x/batches.meta": _META, "x/data_batch_1": pickle.dumps([1])})
+    unpickled = []
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: unpickled.append(1))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: unpickled.append(1))
+    with pytest.raises(DatasetError, match="MD5 [0-9a-f]{32}, expected c58f30108f718f92721af3b9"):
+        load("cifar10", data_dir=tmp_path, download=False)
+    assert unpickled == []
+
+
+def test_cifar_archive_without_metadata(tmp_path, trust_cifar) -> None:
     archive = tmp_path / "raw" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()
     _tar_with(archive, {"x/data_batch_1": pickle.dumps({b"data": [], b"labels": []})})
+    trust_cifar(archive)
     with pytest.raises(DatasetError, match="lacks the cifar10 metadata"):
         load("cifar10", data_dir=tmp_path, download=False)
 

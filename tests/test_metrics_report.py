@@ -186,8 +186,9 @@ def test_finish_run_writes_every_output(run_cfg, tmp_path: Path) -> None:
                                probs=probs, fit=fit, num_params=1000,
                                model_path=tmp_path / "out" / "models" / "m",
                                extra={"note": 1}, show=False)
-    run_id = "02_pytorch_alexnet__shapes-20__smoke"
-    assert record.run_id == run_id
+    run_id = run_cfg.run_id("02_pytorch_alexnet")  # the overrides make a variant of smoke
+    assert run_id.startswith("02_pytorch_alexnet__shapes-20__smoke__image_size-16_max_test")
+    assert record.run_id == run_id and len(run_id) < 90
     out = tmp_path / "out"
     metrics_file = out / "metrics" / f"{run_id}.json"
     assert read_record(metrics_file) == record
@@ -242,8 +243,8 @@ def test_finish_run_without_history_shows_figures(run_cfg, tmp_path: Path) -> No
     assert "figure_curves" not in record.artifacts and "model" not in record.artifacts
     assert "device" not in record.peak_memory_mb
     figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
-    assert figures == ["03_keras_cnn__shapes-20__smoke_confusion.png",
-                       "03_keras_cnn__shapes-20__smoke_examples.png"]
+    run_id = run_cfg.run_id("03_keras_cnn")
+    assert figures == [f"{run_id}_confusion.png", f"{run_id}_examples.png"]
 
 
 def test_other_runs_summary_lists_the_other_notebooks(run_cfg) -> None:

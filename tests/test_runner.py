@@ -104,7 +104,7 @@ def test_notebook_parameters_are_read_from_the_tagged_cell(course: Path) -> None
 def test_successful_run_passes_only_accepted_parameters(course: Path, tmp_path: Path) -> None:
     fake = FakeExecute(records={"02_train": 0.75}, metrics_dir=course / "outputs" / "metrics")
     out = tmp_path / "executed"
-    results = run_notebooks("smoke", dataset="shapes", parameters={"epochs": 2, "lr": 0.1},
+    results = run_notebooks("smoke", dataset="shapes", parameters={"epochs": 2},
                             output_dir=out, execute=fake)
     assert [(r.name, r.status) for r in results] == [
         ("01_eda", "ok"), ("02_train", "ok"), ("03_compare", "ok")]
@@ -121,6 +121,16 @@ def test_successful_run_passes_only_accepted_parameters(course: Path, tmp_path: 
     assert "02_train" in table and "0.750" in table and "02_train__shapes__smoke.json" in table
     odd = run.format_summary([run.NotebookResult("09_x", "ok", 1.0, records=["gone.json"])])
     assert odd.splitlines()[-1].split()[:4] == ["09_x", "ok", "1.0s", "-"]
+
+
+def test_a_parameter_no_notebook_accepts_is_an_error(course: Path, tmp_path: Path) -> None:
+    fake = FakeExecute()
+    with pytest.raises(SystemExit, match="-p epoch=.*no selected notebook.*Did you mean 'epochs'"):
+        run_notebooks("smoke", parameters={"epoch": 2}, output_dir=tmp_path, execute=fake)
+    with pytest.raises(SystemExit, match="'epochs'.*Parameters they accept: dataset, profile"):
+        run_notebooks("smoke", only=["01"], parameters={"epochs": 2}, output_dir=tmp_path,
+                      execute=fake)
+    assert fake.calls == []  # refused before any notebook ran
 
 
 def test_failure_names_notebook_and_cell_and_skips_the_rest(course: Path, tmp_path) -> None:

@@ -295,7 +295,7 @@ def _fit(shapes, tmp_path, epochs=3, loader=None, **cfg):
 
 def test_fit_records_history_and_learns(shapes, tmp_path) -> None:
     model, result = _fit(shapes, tmp_path, epochs=4, label_smoothing=0.1, num_threads=1)
-    assert result.threads == [1, 1, 1, 1]
+    assert result.threads == [1]  # fixed for the whole run
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert set(result.history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                                       "lr", "seconds"}
@@ -480,10 +480,11 @@ def test_set_threads(monkeypatch) -> None:
     before = torch.get_num_threads()
     try:
         monkeypatch.setattr(tt.os, "getloadavg", lambda: (50.0, 50.0, 50.0))
-        assert tt._epoch_threads(0) == 1                 # a crowded machine: one thread
+        assert tt._fix_threads(0) == 1                 # a crowded machine: one thread
         monkeypatch.setattr(tt.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-        assert tt._epoch_threads(0) == len(os.sched_getaffinity(0))
-        assert tt._epoch_threads(1) == 1
+        assert tt._fix_threads(0) == len(os.sched_getaffinity(0))
+        assert tt._fix_threads(1) == 1
+        assert tt._fix_threads(-1) == torch.get_num_threads() == 1
         assert tt.set_threads(1) == 1 and torch.get_num_threads() == 1
         assert 1 <= tt.set_threads(0) <= len(os.sched_getaffinity(0))
         cores = len(os.sched_getaffinity(0))

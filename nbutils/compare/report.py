@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..paths import atomic_write, atomic_write_text, resolve_path
+from ..paths import atomic_write, atomic_write_text, make_temp_dir, resolve_path
 from .speed import speed_summary
 from .table import Comparison
 
@@ -214,7 +214,7 @@ def write_comparison(
 
     target = resolve_path(out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = make_temp_dir(target)
     try:
         _write_csv(tmp / "table.csv", comparison.table)
         _write_csv(tmp / "per_class_f1.csv", comparison.per_class_f1)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..paths import atomic_write_text, resolve_path
+from ..paths import atomic_write_text, make_temp_dir, remove_stale_temp_dirs, resolve_path
 from .sources import ImageReadError, Source, make_source
 from .specs import DatasetError, parse_spec
 from .split import stratified_split
@@ -27,7 +27,7 @@ from .split import stratified_split
 __all__ = ["Split", "ImageData", "load", "load_for", "channel_stats", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
-CACHE_LAYOUT_VERSION = 1
+CACHE_LAYOUT_VERSION = 2  # 2: meta.json records each array's shape and checksum
 
 
 @dataclass
@@ -189,6 +189,10 @@ def _save_cache(cache_dir: Path, tmp_dir: Path, splits: dict, meta: dict) -> Non
                 partial = tmp_dir / f".{name}_{key}.partial.npy"
                 np.save(partial, arr)
                 os.replace(partial, target)
+    meta = {**meta, "arrays": {f"{name}_{key}": {"shape": list(arr.shape),
+                                                 "sha1": _array_digest(np.asarray(arr))}
+                               for name, (arrays, _ids) in splits.items()
+                               for key, arr in arrays.items()}}
     atomic_write_text(tmp_dir / "meta.json", json.dumps(meta, indent=1))
     if cache_dir.exists():  # another process finished first
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -201,8 +205,12 @@ def _split_from_files(cache_dir: Path, name: str, ids: list[str]) -> Split:
         path = cache_dir / f"{name}_{key}.npy"
         return np.load(path, mmap_mode="r") if path.exists() else None
 
-    return Split(name=name, images=get("images"), labels=np.asarray(get("labels")), ids=ids,
-                 masks=get("masks"), original_sizes=np.asarray(get("sizes")))
+    images, labels = get("images"), get("labels")
+    if images is None or labels is None:
+        raise ValueError(f"{name}_images.npy or {name}_labels.npy is missing")
+    sizes = get("sizes")
+    return Split(name=name, images=images, labels=np.asarray(labels), ids=ids,
+                 masks=get("masks"), original_sizes=None if sizes is None else np.asarray(sizes))
 
 
 def _decode_all(source: Any, index: dict[str, Any], image_size: int, tmp_dir: Path | None,
@@ -218,6 +226,37 @@ def _decode_all(source: Any, index: dict[str, Any], image_size: int, tmp_dir: Pa
     if len(decoded["train"][1]) == 0:
         raise DatasetError(f"No readable training images in {spec}.")
     return decoded, skipped
+
+
+def _drop_empty_classes(decoded: dict[str, tuple[dict[str, np.ndarray], list[str]]],
+                        class_names: list[str], skipped: list[Any], spec: str) -> list[str]:
+    """Leave out the classes left without a readable training image (in place); refuse < 2.
+
+    Which classes exist is only known once the images are decoded: a class folder whose
+    files are all unreadable would otherwise stay as an output nothing teaches.
+    """
+    counts = np.bincount(decoded["train"][0]["labels"], minlength=len(class_names))
+    keep = np.flatnonzero(counts > 0)
+    if len(keep) < 2:
+        found = ", ".join(class_names[i] for i in keep) or "none"
+        raise DatasetError(f"{spec} has {len(keep)} class(es) with readable training images "
+                           f"({found}); a classifier needs at least two. Add images of other "
+                           "classes (one folder per class).")
+    if len(keep) == len(class_names):
+        return class_names
+    remap = np.full(len(class_names), -1, np.int64)
+    remap[keep] = np.arange(len(keep))
+    for name, (arrays, ids) in decoded.items():
+        rows = np.flatnonzero(remap[arrays["labels"]] >= 0)
+        for key in arrays:
+            arrays[key] = np.ascontiguousarray(arrays[key][rows])
+        arrays["labels"] = remap[arrays["labels"]]
+        decoded[name] = (arrays, [ids[int(r)] for r in rows])
+    for i in np.flatnonzero(counts == 0):
+        warnings.warn(f"Class '{class_names[i]}' has no readable training image and is left "
+                      "out (its validation and test images too).", stacklevel=3)
+        skipped.append((class_names[i] + "/", "no readable training image: class left out"))
+    return [class_names[i] for i in keep]
 
 
 def load(
@@ -258,36 +297,71 @@ def load(
     settings = {"size": image_size, "seed": seed, "val": val_fraction, "test": test_fraction,
                 "max_train": max_train_per_class, "max_test": max_test_per_class}
     cache_dir = root / "processed" / f"{parsed.slug}-{image_size}px-{_cache_key(source, settings)}"
+    if cache and (cached := _load_cached(cache_dir, spec, image_size, seed)) is not None:
+        return cached
+    index = stratified_split(source.labels, source.pools, seed, val_fraction, test_fraction,
+                             max_train_per_class, max_test_per_class)
+    tmp_dir = None
+    if cache:
+        remove_stale_temp_dirs(cache_dir.parent)
+        tmp_dir = make_temp_dir(cache_dir)
+    try:
+        decoded, skipped = _decode_all(source, index, image_size, tmp_dir, num_workers,
+                                       progress, spec)
+        names = _drop_empty_classes(decoded, list(source.class_names), skipped, spec)
+        mean, std = channel_stats(decoded["train"][0]["images"])
+        if not cache:
+            splits = {name: Split(name, a["images"], a["labels"], ids, a.get("masks"),
+                                  a["sizes"]) for name, (a, ids) in decoded.items()}
+            return ImageData(spec, source.name, names, image_size, seed, splits["train"],
+                             splits["val"], splits["test"], mean, std,
+                             [tuple(s) for s in skipped], None)
+        _save_cache(cache_dir, tmp_dir, decoded, {
+            "spec": spec, "name": source.name, "class_names": names, "image_size": image_size,
+            "seed": seed, "mean": mean.tolist(), "std": std.tolist(), "skipped": skipped,
+            "ids": {name: ids for name, (_a, ids) in decoded.items()}, **settings})
+    finally:
+        if tmp_dir is not None and tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    data = _load_cached(cache_dir, spec, image_size, seed)
+    if data is None:
+        raise DatasetError(f"The cache just written in {cache_dir} does not read back; check "
+                           "the disk (space, permissions) and run again.")
+    return data
+
+
+def _array_digest(arr: np.ndarray) -> str:
+    """A cheap content checksum: shape, dtype and the bytes of up to 256 evenly spaced rows.
+
+    Labels (small) are hashed whole by passing them with fewer rows than that bound, or
+    by the caller; a zeroed, truncated or reshaped image file changes the digest.
+    """
+    digest = hashlib.sha1(f"{arr.shape}|{arr.dtype}".encode())
+    rows = arr if len(arr) <= 256 else arr[np.linspace(0, len(arr) - 1, 256).astype(np.int64)]
+    digest.update(np.ascontiguousarray(rows).tobytes())
+    if arr.dtype.kind in "iub" and arr.ndim == 1:  # labels: every one of them
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()
+
+
+def _load_cached(cache_dir: Path, spec: str, image_size: int, seed: int) -> ImageData | None:
+    """The cached dataset, verified against the shapes and checksums in its ``meta.json``.
+
+    ``None`` when there is no cache; a damaged one (missing or truncated file, other
+    shape, changed content) is removed with a warning so that it is rebuilt.
+    """
     meta_path = cache_dir / "meta.json"
-
-    if not (cache and meta_path.is_file()):
-        index = stratified_split(source.labels, source.pools, seed, val_fraction, test_fraction,
-                                 max_train_per_class, max_test_per_class)
-        tmp_dir = None
-        if cache:
-            cache_dir.parent.mkdir(parents=True, exist_ok=True)
-            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.", dir=cache_dir.parent))
-        try:
-            decoded, skipped = _decode_all(source, index, image_size, tmp_dir, num_workers,
-                                           progress, spec)
-            mean, std = channel_stats(decoded["train"][0]["images"])
-            if not cache:
-                splits = {name: Split(name, a["images"], a["labels"], ids, a.get("masks"),
-                                      a["sizes"]) for name, (a, ids) in decoded.items()}
-                return ImageData(spec, source.name, list(source.class_names), image_size, seed,
-                                 splits["train"], splits["val"], splits["test"], mean, std,
-                                 [tuple(s) for s in skipped], None)
-            _save_cache(cache_dir, tmp_dir, decoded, {
-                "spec": spec, "name": source.name, "class_names": source.class_names,
-                "image_size": image_size, "seed": seed, "mean": mean.tolist(),
-                "std": std.tolist(), "skipped": skipped,
-                "ids": {name: ids for name, (_a, ids) in decoded.items()}, **settings})
-        finally:
-            if tmp_dir is not None and tmp_dir.exists():
-                shutil.rmtree(tmp_dir, ignore_errors=True)
-
-    meta = json.loads(meta_path.read_text())
-    splits = {name: _split_from_files(cache_dir, name, meta["ids"][name]) for name in SPLITS}
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        splits = {name: _split_from_files(cache_dir, name, meta["ids"][name]) for name in SPLITS}
+        _verify_cache(splits, meta["arrays"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.warn(f"The cached dataset in {cache_dir} is damaged ({exc}); rebuilding it.",
+                      stacklevel=3)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        return None
     return ImageData(
         spec=spec, name=meta["name"], class_names=list(meta["class_names"]),
         image_size=image_size, seed=seed, train=splits["train"], val=splits["val"],
@@ -295,6 +369,23 @@ def load(
         std=np.asarray(meta["std"], np.float32),
         skipped=[tuple(s) for s in meta["skipped"]], cache_dir=cache_dir,
     )
+
+
+def _verify_cache(splits: dict[str, Split], expected: dict[str, dict[str, Any]]) -> None:
+    """Raise ``ValueError`` naming the first array whose shape or checksum differs."""
+    for name, split in splits.items():
+        arrays = {"images": split.images, "labels": split.labels, "masks": split.masks,
+                  "sizes": split.original_sizes}
+        for key, arr in arrays.items():
+            want = expected.get(f"{name}_{key}")
+            if want is None:
+                continue
+            if arr is None or arr.ndim == 0:
+                raise ValueError(f"{name}_{key}.npy is missing")
+            if list(arr.shape) != want["shape"] or _array_digest(arr) != want["sha1"]:
+                raise ValueError(f"{name}_{key}.npy has other shape or content than recorded")
+        if len(split.ids) != len(split.labels):
+            raise ValueError(f"{name} has {len(split.ids)} ids for {len(split.labels)} labels")
 
 
 def load_for(cfg: Any, image_size: int | None = None, progress: bool = True) -> ImageData:

@@ -7,6 +7,7 @@ so the split and the per-class caps are decided before any image is decoded.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import tarfile
 import urllib.request
@@ -36,6 +37,10 @@ __all__ = [
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 TRAIN_POOL, TEST_POOL = 0, 1
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Larger images are skipped (listed with the reason) instead of decoded in full: a 100 MP
+# PNG takes 300 MB and seconds to decode only to be shrunk to 32 pixels. JPEGs are decoded
+# at reduced size first (``draft``), so only their reduced size counts.
+MAX_DECODED_PIXELS = 40_000_000
 
 
 class ImageReadError(RuntimeError):
@@ -142,6 +147,7 @@ class CifarSource(Source):
                 archive.unlink()
                 raise DatasetError(f"The download of {filename} is corrupt (MD5 mismatch); run again.")
         self.archive = archive
+        self._check_md5(kind, archive, md5, url)
         images, labels, pools, names = self._parse(kind, archive)
         self._images = images
         super().__init__(
@@ -149,6 +155,20 @@ class CifarSource(Source):
             ids=[f"{kind}:{'train' if p == TRAIN_POOL else 'test'}:{i}"
                  for i, p in enumerate(pools)],
         )
+
+    @staticmethod
+    def _check_md5(kind: str, archive: Path, md5: str, url: str) -> None:
+        """Refuse an archive that is not the published one, before unpickling anything.
+
+        Unpickling runs code that the file chooses; only the archive whose checksum
+        the course knows is opened.
+        """
+        found = _md5(archive)
+        if found != md5:
+            raise DatasetError(
+                f"{archive} is not the published {kind} archive (MD5 {found}, expected "
+                f"{md5}): it is damaged or another file. Delete it and run again to download "
+                f"it, or put the archive from {url} there by hand.")
 
     @staticmethod
     def _offline_message(kind: str, archive: Path, url: str, reason: str) -> str:
@@ -281,8 +301,9 @@ class ImageFolderSource(Source):
         digest = hashlib.sha1()
         for path, rel in zip(self._paths, self.ids, strict=True):
             stat = path.stat()
-            digest.update(f"{rel}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-        return f"{self.root}:{digest.hexdigest()}"
+            # file names need not be valid UTF-8: hash their bytes as the OS gives them
+            digest.update(os.fsencode(rel) + f":{stat.st_size}:{stat.st_mtime_ns};".encode())
+        return f"{os.fsencode(self.root).hex()}:{digest.hexdigest()}"
 
     def read(self, index: int, size: int) -> tuple[np.ndarray, None, tuple[int, int]]:
         """Decode, convert to RGB and resize one file; raises :class:`ImageReadError`."""
@@ -291,6 +312,11 @@ class ImageFolderSource(Source):
             with Image.open(path) as img:
                 original = img.size  # before draft(), which shrinks a JPEG's reported size
                 img.draft("RGB", (size, size))  # fast JPEG downscale; no-op otherwise
+                if img.size[0] * img.size[1] > MAX_DECODED_PIXELS:
+                    raise ImageReadError(
+                        f"{original[0]}x{original[1]} pixels is more than the "
+                        f"{MAX_DECODED_PIXELS / 1e6:.0f} megapixels decoded per image; shrink "
+                        "it (or save it as JPEG, which is decoded at reduced size)")
                 img.load()
                 rgb = to_rgb(img)
                 return resize_image(rgb, size), None, original

@@ -112,7 +112,7 @@ if not found.models:
 
 # %%
 models = runs.load_models(found)
-layers = {m.label: settings.target_layers[m.framework] for m in found.models}
+layers = {m.label: settings.target_layers.get(m.framework) for m in found.models}
 for m in found.models:
     clf = models[m.label]
     layer = layers[m.label] or gc.default_target_layer(clf, images[:1])
