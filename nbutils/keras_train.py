@@ -12,6 +12,7 @@ Importing this module selects the TensorFlow backend (see :mod:`nbutils.keras_da
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -32,6 +33,7 @@ from .inference import ClassifierInfo, check_outputs, write_classifier_info
 
 # keras_data selects the TensorFlow backend before it imports keras and tensorflow
 from .keras_data import configure_tensorflow, keras, make_dataset, tf
+from .locks import LOCK_FILE, RunLock
 from .paths import atomic_write_text
 from .settings import Settings
 
@@ -408,24 +410,36 @@ def fit(
     steps = len(data.train) // config.batch_size if drop else 1
     compile_cnn(model, steps, config.epochs, config.learning_rate, config.warmup_epochs,
                 config.label_smoothing, config.jit_compile)
-    if log_dir is not None and Path(log_dir).exists():
-        shutil.rmtree(log_dir)  # a re-run starts a fresh log, not appended TensorBoard runs
-    callbacks = make_callbacks(log_dir, config.epochs, config.early_stopping_patience,
-                               config.monitor, progress=progress, desc=desc)
-    reset_device_peak()
-    with Stopwatch() as clock:
-        keras_history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                                  callbacks=callbacks, verbose=0,
-                                  shuffle=False)  # the pipeline reshuffles every epoch itself
-    history = history_to_records(keras_history)
-    best_file = Path(log_dir) / "best.weights.h5" if log_dir is not None else None
-    restored = bool(restore_best and best_file is not None and best_file.is_file())
-    if restored:
-        model.load_weights(str(best_file))
+    with RunLock(log_dir) if log_dir is not None else contextlib.nullcontext():
+        if log_dir is not None:  # a re-run starts a fresh log, not appended TensorBoard runs
+            _clear_folder(Path(log_dir))
+        callbacks = make_callbacks(log_dir, config.epochs, config.early_stopping_patience,
+                                   config.monitor, progress=progress, desc=desc)
+        reset_device_peak()
+        with Stopwatch() as clock:
+            keras_history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                                      callbacks=callbacks, verbose=0,
+                                      shuffle=False)  # the pipeline reshuffles every epoch
+        history = history_to_records(keras_history)
+        best_file = Path(log_dir) / "best.weights.h5" if log_dir is not None else None
+        restored = bool(restore_best and best_file is not None and best_file.is_file())
+        if restored:
+            model.load_weights(str(best_file))
     return FitResult(history=history, train_seconds=clock.seconds, cpu_seconds=clock.cpu_seconds,
                      best_epoch=_best_epoch(history, config.monitor),
                      device_peak_mb=device_peak_mb(), load_average=clock.load,
                      extra={"restored_best": restored})
+
+
+def _clear_folder(folder: Path) -> None:
+    """Remove what a previous run left in ``folder``, except the lock this run holds."""
+    for path in folder.iterdir() if folder.is_dir() else []:
+        if path.name == LOCK_FILE:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _best_epoch(history: list[dict[str, float]], monitor: str) -> int:

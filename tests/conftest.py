@@ -29,6 +29,37 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------- housekeeping
 
+def _pinned_distributions() -> set[str]:
+    """Distribution names pinned in requirements.txt (lower case, ``-`` for ``_``)."""
+    names = set()
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            names.add(line.split("==", 1)[0].strip().lower().replace("_", "-"))
+    return names
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Under ``CI=true`` a test skipped because a pinned package is missing fails instead.
+
+    The pinned environment is what CI installs; a skip there would hide a broken install.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or os.environ.get("CI", "").lower() != "true":
+        return
+    import re
+
+    reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""
+    match = re.search(r"could not import '([\w.]+)'", reason)
+    module = match.group(1).split(".")[0].lower().replace("_", "-") if match else ""
+    aliases = {"pil": "pillow", "sklearn": "scikit-learn", "skimage": "scikit-image",
+               "yaml": "pyyaml"}
+    if aliases.get(module, module) in _pinned_distributions():
+        report.outcome = "failed"
+        report.longrepr = f"{reason}: '{module}' is pinned in requirements.txt, so CI must have it"
+
 @pytest.fixture(autouse=True)
 def _close_figures() -> Iterator[None]:
     """Close matplotlib figures a test left open (only if pyplot was imported)."""

@@ -38,3 +38,48 @@ def test_at_most_three_functions_in_nbutils_are_longer_than_sixty_lines() -> Non
                 if node.end_lineno - node.lineno + 1 > 60:
                     long.append(f"{path.relative_to(REPO)}:{node.name}")
     assert len(long) <= 3, long
+
+
+def test_stored_notebooks_match_their_sources() -> None:
+    """Every ``notebooks/NN_*.ipynb`` holds exactly the cells of ``notebooks/src/NN_*.py``.
+
+    Editing a source without ``make notebooks`` (or a notebook without its source) fails.
+    """
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("build_notebooks",
+                                                  REPO / "tools" / "build_notebooks.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    sources = sorted((REPO / "notebooks" / "src").glob("[0-9][0-9]_*.py"))
+    assert [s.stem for s in sources] == sorted(
+        p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for src in sources:
+        want = [(c.cell_type, c.source, c.metadata.get("tags", []))
+                for c in build.parse_cells(src.read_text())]
+        stored = json.loads((REPO / "notebooks" / f"{src.stem}.ipynb").read_text())["cells"]
+        have = [(c["cell_type"], "".join(c["source"]), c.get("metadata", {}).get("tags", []))
+                for c in stored]
+        assert have == want, f"{src.stem}.ipynb differs from its source: run `make notebooks`"
+
+
+def test_under_ci_a_skip_for_a_pinned_package_fails(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "tests").mkdir()
+    shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "tests" / "conftest.py")
+    (tmp_path / "requirements.txt").write_text("hypothesis==1.0\n")
+    (tmp_path / "tests" / "test_x.py").write_text(
+        "import pytest\n"
+        "def test_pinned():\n    pytest.importorskip('hypothesis.not_a_module')\n"
+        "def test_optional():\n    pytest.importorskip('not_pinned_anywhere')\n")
+    for ci, want in (("true", "1 failed, 1 skipped"), ("", "2 skipped")):
+        env = {**os.environ, "CI": ci}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "tests"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert want in proc.stdout, proc.stdout[-800:]

@@ -261,7 +261,12 @@ def test_bench_dispatches_with_the_remaining_arguments(monkeypatch) -> None:
 
 
 def test_package_exports() -> None:
-    assert nbutils.__version__ and callable(nbutils.setup)
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    assert nbutils.__version__ == pyproject["project"]["version"]
+    assert nbutils.setup.__module__ == "nbutils.setup" and nbutils.load_config is config.load_config
     assert nbutils.ConfigError is config.ConfigError
 
 

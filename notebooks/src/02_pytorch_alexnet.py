@@ -67,8 +67,7 @@ run_id = cfg.run_id(NOTEBOOK)
 # with worker processes instead (`loader: dataloader`), with the same augmentation.
 
 # %%
-# NBVAL_CHECK_OUTPUT
-data = load_for(cfg, progress=False)
+data = load_for(cfg, progress=False)  # the same summary as notebook 01 (checked there)
 print(data.summary())
 
 # %%

@@ -55,8 +55,7 @@ RUN_ID = cfg.run_id(NOTEBOOK)
 # upscale them to the resolution the network was built for.
 
 # %%
-# NBVAL_CHECK_OUTPUT
-data = nbutils.data.load_for(cfg, progress=False)
+data = nbutils.data.load_for(cfg, progress=False)  # the same summary as notebook 01
 print(data.summary())
 
 # %% [markdown]

@@ -232,6 +232,18 @@ display(Markdown(creport.significance_markdown(comparison.pairwise)
                  if len(comparison.pairwise) else "Nothing to test: fewer than two runs."))
 
 # %% [markdown]
+# Whatever the models scored, these must hold (nbval checks the printed answers):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+t = comparison.table
+print("every p-value in [0, 1]:", bool(comparison.pairwise["p_value"].between(0, 1).all()))
+print("each accuracy inside its 95% interval:",
+      bool(((t["acc_ci_low"] <= t["accuracy"]) & (t["accuracy"] <= t["acc_ci_high"])).all()))
+print("the ensemble's probabilities sum to 1:", comparison.ensemble is None
+      or bool(abs(comparison.ensemble.probs.sum(axis=1) - 1).max() < 1e-6))
+
+# %% [markdown]
 # ## 8 · Where the models disagree
 #
 # The images on which the models give different answers show their different habits,

@@ -350,6 +350,19 @@ print(runs.format_summary(summary))
 print(f"\nwritten: outputs/gradcam/{path.name}")
 
 # %% [markdown]
+# Whatever the models learned, these must hold (nbval checks the printed answers):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("one map per scored image, every value in [0, 1]:",
+      all(c.maps.shape[0] == len(images) and 0 <= c.maps.min() and c.maps.max() <= 1
+          for c in cams.values()))
+scores = [s.pointing_game for s in loc.values()] + [s.chance for s in loc.values()]
+print("pointing game and chance rates in [0, 1]:", all(0 <= v <= 1 for v in scores))
+print("randomisation rank correlations in [-1, 1]:",
+      all((np.abs(r.rho[np.isfinite(r.rho)]) <= 1 + 1e-9).all() for r in randomized.values()))
+
+# %% [markdown]
 # ## 10 · Explore
 #
 # Pick an image, a model, a layer and a class (or "predicted"), and the method. In
