@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make course   runs the whole course (PROFILE=auto|gpu|lowvram|cpu|smoke, DATASET=spec, ONLY=01,03)
+#   make course   runs the whole course (PROFILE=auto|gpu|lowvram|cpu|smoke, DATASET=spec, ONLY=01,03,
+#                 PARAMS="epochs=5 batch_size=64" for the notebooks' parameters)
 #   make test     runs the unit tests (with coverage) and the notebooks under nbval
 # Both create .venv from requirements.txt first if it is missing or out of date.
 
@@ -9,17 +10,18 @@ PY      := $(VENV)/bin/python
 PROFILE ?= auto
 DATASET ?=
 ONLY    ?=
+PARAMS  ?=
 KERNEL_NAME ?= cnn-course
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
-.PHONY: help venv course test unit nbval lab notebooks lint bench clean-outputs clean-data
+.PHONY: help venv course test unit nbval lab notebooks lint bench tensorboard clean-outputs clean-data
 
 help:
-	@echo "make course   run every notebook (PROFILE=$(PROFILE) DATASET=$(DATASET) ONLY=$(ONLY))"
+	@echo "make course   run every notebook (PROFILE=$(PROFILE) DATASET=$(DATASET) ONLY=$(ONLY) PARAMS=\"$(PARAMS)\")"
 	@echo "make test     unit tests + nbval notebook regression tests"
 	@echo "make lab      open JupyterLab with the '$(KERNEL_NAME)' kernel"
 	@echo "make notebooks  rebuild notebooks/*.ipynb from notebooks/src and store smoke outputs"
-	@echo "make lint     ruff;  make bench  print the benchmarks"
+	@echo "make lint     ruff;  make bench  print the benchmarks;  make tensorboard  training curves"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +33,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 venv: $(VENV)/.installed
 
 course: venv
-	$(PY) -m nbutils.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY))
+	$(PY) -m nbutils.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY)) $(foreach p,$(PARAMS),-p $(p))
 
 test: unit nbval
 
@@ -48,7 +50,8 @@ lab: venv
 notebooks: venv
 	$(PY) tools/build_notebooks.py
 	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
-		NBUTILS_PROFILE=smoke ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; \
+		NBUTILS_PROFILE=smoke ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
 	done
 
 lint: venv
@@ -59,8 +62,13 @@ bench: venv
 	$(PY) -m nbutils.bench keras
 	$(PY) -m nbutils.bench hf
 
+tensorboard: venv
+	$(VENV)/bin/tensorboard --logdir outputs/tensorboard
+
 clean-outputs:
-	rm -rf outputs/metrics outputs/figures outputs/predictions outputs/notebooks outputs/comparison outputs/gradcam
+	rm -rf outputs/metrics outputs/figures outputs/predictions outputs/notebooks outputs/models \
+		outputs/checkpoints outputs/logs outputs/tensorboard outputs/comparison \
+		outputs/comparison-smoke outputs/gradcam
 
 clean-data:
 	rm -rf data/processed

@@ -6,7 +6,14 @@ framework; the framework helpers live in their own modules (``nbutils.torch_trai
 notebook that teaches that framework.
 """
 
-from .config import ConfigError, RunConfig, load_config
+import os as _os
+
+from .hardware import apple_silicon as _apple_silicon
+
+if _apple_silicon():  # operations the Apple GPU lacks run on the CPU (read when torch loads)
+    _os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+from .config import ConfigError, RunConfig, load_config  # noqa: E402
 from .setup import setup
 
 __version__ = "0.1.0"

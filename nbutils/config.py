@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 PROFILE_ENV = "NBUTILS_PROFILE"
+SMOKE_NOTE = ("smoke profile: tiny synthetic data and an epoch or two, so accuracy near chance "
+              "is expected; it checks that everything runs, and shows nothing about the models")
 LOWVRAM_LIMIT_GB = 8.0
 
 
@@ -241,6 +243,8 @@ class RunConfig:
         if self.model_name is not None:
             settings = ", ".join(f"{k}={val}" for k, val in v["model"].items())
             lines.append(f"{self.model_name:<13}: {settings}")
+        if self.profile == "smoke":
+            lines.append(f"note         : {SMOKE_NOTE}")
         return "\n".join(lines)
 
 
@@ -250,7 +254,11 @@ def available_profiles() -> list[str]:
 
 
 def choose_profile(hardware: Hardware | None = None) -> str:
-    """Pick a profile for ``auto``: ``$NBUTILS_PROFILE``, else from the hardware."""
+    """Pick a profile for ``auto``: ``$NBUTILS_PROFILE``, else from the hardware.
+
+    ``gpu`` or ``lowvram`` by the CUDA card's memory, else ``cpu``, which an Apple-silicon
+    Mac also gets (sized for a laptop; its ``device: auto`` then trains PyTorch on ``mps``).
+    """
     env = os.environ.get(PROFILE_ENV, "").strip()
     if env and env != "auto":
         return env
@@ -418,10 +426,13 @@ def _check_ranges(values: dict[str, Any], where: str) -> None:
 
 def _check_values(values: dict[str, Any], hw: Hardware) -> None:
     """Ranges and the device (``auto`` resolved in place); a :class:`ConfigError` if wrong."""
-    if values["device"] not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {values['device']!r}")
+    if values["device"] not in ("auto", "cpu", "cuda", "mps"):
+        raise ConfigError(f"device must be auto, cpu, cuda or mps, got {values['device']!r}")
     if values["device"] == "auto":
-        values["device"] = "cuda" if hw.cuda else "cpu"
+        values["device"] = "cuda" if hw.cuda else "mps" if hw.mps else "cpu"
+    elif values["device"] == "mps" and not hw.mps:
+        raise ConfigError("device 'mps' is the GPU of Apple-silicon Macs, and this is not one. "
+                          "Use device='auto'.")
     elif values["device"] == "cuda" and not hw.cuda:
         raise ConfigError(
             "device 'cuda' was asked for but no CUDA GPU is visible. "

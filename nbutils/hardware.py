@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
-__all__ = ["Hardware", "detect_hardware", "library_versions", "peak_rss_mb"]
+__all__ = ["Hardware", "apple_silicon", "detect_hardware", "library_versions", "peak_rss_mb"]
 
 TRACKED_LIBRARIES = (
     "numpy", "pillow", "torch", "torchvision", "tensorflow", "tensorflow-cpu", "keras",
@@ -32,11 +32,14 @@ class Hardware:
     gpu_name: str | None = None
     gpu_memory_gb: float | None = None
     platform: str = ""
+    mps: bool = False
 
     def describe(self) -> str:
         """One line such as ``2 CPU cores, no CUDA GPU``."""
         if self.cuda:
             return f"{self.cpu_count} CPU cores, {self.gpu_name} ({self.gpu_memory_gb:.1f} GB)"
+        if self.mps:
+            return f"{self.cpu_count} CPU cores, Apple silicon GPU (mps)"
         return f"{self.cpu_count} CPU cores, no CUDA GPU"
 
     def to_dict(self) -> dict:
@@ -64,8 +67,13 @@ def _query_nvidia_smi() -> tuple[str, float] | None:
         return None
 
 
+def apple_silicon() -> bool:
+    """Whether this is a Mac with Apple silicon, whose GPU PyTorch reaches as ``mps``."""
+    return platform.system() == "Darwin" and platform.machine() == "arm64"
+
+
 def detect_hardware() -> Hardware:
-    """Detect CPU cores and a CUDA GPU (name, memory) without importing a framework."""
+    """Detect CPU cores, a CUDA GPU (name, memory) or Apple silicon, importing no framework."""
     gpu = _query_nvidia_smi()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return Hardware(
@@ -74,6 +82,7 @@ def detect_hardware() -> Hardware:
         gpu_name=gpu[0] if gpu else None,
         gpu_memory_gb=round(gpu[1], 2) if gpu else None,
         platform=f"{platform.system()} {platform.machine()}, Python {sys.version.split()[0]}",
+        mps=gpu is None and apple_silicon(),
     )
 
 

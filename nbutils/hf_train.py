@@ -246,7 +246,7 @@ def precision_flags(precision: str, device: str) -> dict[str, bool]:
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if device != "cuda":
+    if device != "cuda":  # the CPU, or Apple's mps: fp32
         if precision in ("fp16", "bf16"):
             print(f"note: precision={precision} needs a CUDA GPU here; training in fp32")
         return {"fp16": False, "bf16": False}
@@ -489,14 +489,15 @@ def _training_arguments(config: TransferConfig, device: str, out_dir: str) -> Tr
         label_smoothing_factor=config.label_smoothing, eval_strategy="epoch",
         logging_strategy="epoch", save_strategy="no", report_to="none",
         remove_unused_columns=False, label_names=["labels"], seed=config.seed,
-        data_seed=config.seed, use_cpu=device != "cuda",
+        data_seed=config.seed, use_cpu=device == "cpu",  # cuda or mps: the Trainer finds it
         dataloader_num_workers=config.num_workers, dataloader_pin_memory=device == "cuda",
         disable_tqdm=True,
     )
 
 
 def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
-        progress: bool = True, phase_offset: int = 0) -> FitResult:
+        progress: bool = True, phase_offset: int = 0,
+        tensorboard_dir: str | os.PathLike[str] | None = None) -> FitResult:
     """Train ``model`` in place with the Hugging Face ``Trainer``.
 
     Args:
@@ -506,6 +507,8 @@ def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
         device: ``cpu`` or ``cuda``.
         progress: show the tqdm bar.
         phase_offset: first epoch number minus one in the returned history.
+        tensorboard_dir: write the Trainer's per-epoch logs there as TensorBoard events
+            (transformers' own ``TensorBoardCallback``).
 
     Returns:
         A :class:`~nbutils.fitting.FitResult` whose ``extra`` holds ``strategy`` and
@@ -526,6 +529,11 @@ def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
         if type(cb).__name__ in ("PrinterCallback", "ProgressCallback", "NotebookProgressCallback"):
             trainer.remove_callback(cb)
     trainer.add_callback(EpochLogger(trainer, desc=config.strategy, progress=progress))
+    if tensorboard_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        trainer.add_callback(TensorBoardCallback(SummaryWriter(str(tensorboard_dir))))
     reset_device_peak(device)
     try:
         with Stopwatch() as clock:

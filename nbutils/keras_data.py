@@ -13,9 +13,11 @@ repeat that boilerplate.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -62,8 +64,37 @@ def _load_triton_before_tensorflow() -> None:
 
 _prepare_environment()
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+# TensorFlow's C++ start-up lines ("oneDNN custom operations are on", absl's notice) go to
+# the process's stderr before any log level applies, and a notebook shows them as red
+# blocks; the informational ones are held back, anything else is passed on.
+_QUIET_PREFIXES = ("I0000 ", "WARNING: All log messages before absl::InitializeLog()")
+
+
+@contextlib.contextmanager
+def _informational_stderr_held_back() -> Any:
+    """Run the block with file descriptor 2 captured; re-emit its non-informational lines."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (some embedded interpreters): nothing to hold back
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", "replace").splitlines()
+            rest = [ln for ln in lines if ln.strip() and not ln.startswith(_QUIET_PREFIXES)]
+            if rest:
+                print("\n".join(rest), file=sys.stderr)
+
+
+with _informational_stderr_held_back():
+    import keras  # noqa: E402
+    import tensorflow as tf  # noqa: E402
 
 _CONFIGURED: dict[str, Any] = {}
 

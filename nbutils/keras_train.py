@@ -297,7 +297,8 @@ def _tensorboard_available() -> bool:
 
 def make_callbacks(log_dir: str | Path | None, epochs: int, patience: int = 8,
                    monitor: str = "val_accuracy", progress: bool = True,
-                   desc: str = "train") -> list[keras.callbacks.Callback]:
+                   desc: str = "train", tensorboard_dir: str | Path | None = None
+                   ) -> list[keras.callbacks.Callback]:
     """The training callbacks, in the order that lets later ones see ``lr`` and ``seconds``.
 
     With ``log_dir``: ``best.weights.h5`` (ModelCheckpoint, best ``monitor`` only),
@@ -321,8 +322,11 @@ def make_callbacks(log_dir: str | Path | None, epochs: int, patience: int = 8,
             keras.callbacks.CSVLogger(str(log_dir / "history.csv")),
         ]
         if _tensorboard_available():
-            callbacks.append(keras.callbacks.TensorBoard(str(log_dir / "tensorboard"),
-                                                         write_graph=False, profile_batch=0))
+            board = Path(tensorboard_dir) if tensorboard_dir else log_dir / "tensorboard"
+            if board.exists():  # a re-run starts a fresh log, not appended runs
+                shutil.rmtree(board)
+            callbacks.append(keras.callbacks.TensorBoard(str(board), write_graph=False,
+                                                         profile_batch=0))
         else:
             warnings.warn("TensorBoard is not installed (pip install tensorboard): training "
                           "without the TensorBoard log.", stacklevel=2)
@@ -384,6 +388,7 @@ def fit(
     restore_best: bool = True,
     progress: bool = True,
     desc: str = "train",
+    tensorboard_dir: str | Path | None = None,
 ) -> FitResult:
     """Compile and fit ``model`` on the train split with the ``val`` split for validation.
 
@@ -396,6 +401,8 @@ def fit(
         restore_best: reload the best-``monitor`` checkpoint after training.
         progress: show a tqdm bar over the epochs.
         desc: the progress bar's label.
+        tensorboard_dir: where the TensorBoard callback writes (default
+            ``log_dir/tensorboard``).
 
     Returns:
         A :class:`~nbutils.fitting.FitResult`; ``extra["restored_best"]`` says whether
@@ -414,7 +421,8 @@ def fit(
         if log_dir is not None:  # a re-run starts a fresh log, not appended TensorBoard runs
             _clear_folder(Path(log_dir))
         callbacks = make_callbacks(log_dir, config.epochs, config.early_stopping_patience,
-                                   config.monitor, progress=progress, desc=desc)
+                                   config.monitor, progress=progress, desc=desc,
+                                   tensorboard_dir=tensorboard_dir)
         reset_device_peak()
         with Stopwatch() as clock:
             keras_history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,

@@ -156,11 +156,14 @@ def run_notebooks(
         start = time.time()
         try:
             execute(str(path), str(out), parameters=params, kernel_name=kernel,
-                    cwd=str(notebooks_dir), progress_bar=True, request_save_on_cell_execute=True)
+                    cwd=str(notebooks_dir), progress_bar=True, request_save_on_cell_execute=True,
+                    # the kernel's own start-up warnings (transport) are not the learner's
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except Exception as exc:  # noqa: BLE001 - reported, not swallowed
             failed = True
             message = _failure_message(exc, path)
-            tqdm.write(f"FAILED  {message}\n        executed copy: {out}")
+            first = message.splitlines()[0] if message else path.name
+            tqdm.write(f"FAILED  {first}  (the whole message is below the summary)")
             results.append(NotebookResult(path.stem, "failed", time.time() - start, out, message))
             continue
         new = sorted(p.name for p in metrics_dir.glob(f"{path.stem}__*.json")
@@ -177,14 +180,21 @@ def _accuracy(record_name: str) -> str:
         return "-"
 
 
-def format_summary(results: list[NotebookResult]) -> str:
-    """A plain-text table: notebook, status, time, test accuracy of the record written."""
+def format_summary(results: list[NotebookResult], profile: str | None = None) -> str:
+    """A plain-text table: notebook, status, time, test accuracy of the record written.
+
+    Under the ``smoke`` profile a last line says that chance-level accuracy is expected.
+    """
     lines = [f"{'notebook':<28} {'status':<8} {'time':>8}  {'test acc':>8}  record",
              "-" * 80]
     for r in results:
         rec = r.records[0] if r.records else ""
         acc = _accuracy(rec) if rec else "-"
         lines.append(f"{r.name:<28} {r.status:<8} {r.seconds:>7.1f}s  {acc:>8}  {rec}")
+    if profile == "smoke":
+        from .config import SMOKE_NOTE
+
+        lines.append(f"({SMOKE_NOTE})")
     return "\n".join(lines)
 
 
@@ -217,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_notebooks(profile, args.dataset, only, parse_parameters(args.param),
                             kernel=args.kernel, keep_going=args.keep_going)
     print()
-    print(format_summary(results))
+    print(format_summary(results, profile))
     from .gradcam.runs import recent_records_summary
 
     gradcam = recent_records_summary(project_root() / "outputs", since=started)

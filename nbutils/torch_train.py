@@ -51,6 +51,7 @@ __all__ = [
     "make_optimizer",
     "make_scheduler",
     "make_train_step",
+    "resolve_device",
     "Checkpointer",
     "EarlyStopping",
     "train_epoch",
@@ -163,6 +164,18 @@ def amp_settings(device: str | torch.device, requested: bool,
     return AmpSettings(True, torch.float16, True)
 
 
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The device to train on: ``name``, or the CPU (with a one-line note) when this PyTorch
+    cannot use the Apple GPU that ``mps`` names."""
+    device = torch.device(name)
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            print("note: this PyTorch cannot use the Apple GPU (mps); training on the CPU")
+            return torch.device("cpu")
+        print("note: on the Apple GPU (mps); operations it lacks run on the CPU")
+    return device
+
+
 def idle_cores(load_average: float | None = None) -> int:
     """Cores not busy with other work: usable cores minus the 1-minute load, at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -253,6 +266,37 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class EpochWriter:
+    """Per-epoch scalars as TensorBoard events (``with`` closes the file); no-op without a dir."""
+
+    NAMES = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
+             "val_acc": "accuracy/val", "lr": "learning_rate"}
+
+    def __init__(self, log_dir: str | os.PathLike[str] | None) -> None:
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir))
+
+    def write(self, row: dict[str, Any]) -> None:
+        """One epoch's row of the history, as ``loss/train``, ``accuracy/val``, ..."""
+        if self.writer is None:
+            return
+        for key, name in self.NAMES.items():
+            value = row.get(key)
+            if value is not None and math.isfinite(value):
+                self.writer.add_scalar(name, value, int(row["epoch"]))
+        self.writer.flush()
+
+    def __enter__(self) -> EpochWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _fingerprint(model: nn.Module, config: TrainConfig, steps_per_epoch: int) -> dict[str, Any]:
@@ -494,6 +538,7 @@ def fit(
     keep_checkpoint: bool = False,
     progress: bool = True,
     desc: str = "train",
+    tensorboard_dir: str | os.PathLike[str] | None = None,
 ) -> FitResult:
     """Train ``model`` in place and return its :class:`~nbutils.fitting.FitResult`.
 
@@ -509,6 +554,8 @@ def fit(
         keep_checkpoint: keep the checkpoint after a finished run.
         progress: show tqdm bars (epochs, and batches within the epoch).
         desc: label of the progress bar.
+        tensorboard_dir: write each epoch's losses, accuracies and learning rate there
+            as TensorBoard events (``tensorboard --logdir`` on its parent).
 
     Returns:
         The result; ``extra`` holds ``amp``, ``images_per_second``, ``stopped_early`` and
@@ -516,12 +563,13 @@ def fit(
     """
     with RunLock(checkpoint_dir) if checkpoint_dir else contextlib.nullcontext():
         return _fit(model, train_loader, val_loader, config, torch.device(device),
-                    checkpoint_dir, resume, keep_checkpoint, progress, desc)
+                    checkpoint_dir, resume, keep_checkpoint, progress, desc, tensorboard_dir)
 
 
 def _fit(model: nn.Module, train_loader: Any, val_loader: Any | None, config: TrainConfig,
          device: torch.device, checkpoint_dir: str | os.PathLike[str] | None, resume: bool,
-         keep_checkpoint: bool, progress: bool, desc: str) -> FitResult:
+         keep_checkpoint: bool, progress: bool, desc: str,
+         tensorboard_dir: str | os.PathLike[str] | None = None) -> FitResult:
     """:func:`fit` once the run folder is locked."""
     run = _Trainer.create(model, train_loader, config, device)
     ckpt = Checkpointer(checkpoint_dir, _fingerprint(model, config, len(train_loader)))
@@ -532,9 +580,15 @@ def _fit(model: nn.Module, train_loader: Any, val_loader: Any | None, config: Tr
     resumed_from = len(history)
     reset_device_peak(device)
     threads = [_fix_threads(config.num_threads)] if device.type == "cpu" else []
-    with Stopwatch() as clock:
-        images, seconds = _run_epochs(run, val_loader, config, device, history, stopper, ckpt,
-                                      progress, desc)
+    board = EpochWriter(tensorboard_dir)
+
+    def after_epoch(row: dict[str, Any]) -> None:
+        ckpt.save({**run.state_dict(), "history": history, "stopper": stopper.state_dict()})
+        board.write(row)
+
+    with Stopwatch() as clock, board:
+        images, seconds = _run_epochs(run, val_loader, config, device, history, stopper,
+                                      after_epoch, progress, desc)
     stopped_early = len(history) < config.epochs
     if stopped_early and progress:
         print(f"Early stopping after epoch {len(history)}: best validation accuracy "
@@ -567,7 +621,7 @@ def _resume(ckpt: Checkpointer, run: _Trainer, stopper: EarlyStopping,
 
 def _run_epochs(run: _Trainer, val_loader: Any | None, config: TrainConfig,
                 device: torch.device, history: list[dict[str, Any]], stopper: EarlyStopping,
-                ckpt: Checkpointer, progress: bool, desc: str) -> tuple[int, float]:
+                after_epoch: Any, progress: bool, desc: str) -> tuple[int, float]:
     """The epoch loop of :func:`fit`: train, validate, track the best, checkpoint.
 
     Returns the images and seconds of pure training.
@@ -590,7 +644,7 @@ def _run_epochs(run: _Trainer, val_loader: Any | None, config: TrainConfig,
         stop = val_loader is not None and stopper.update(val_acc, epoch + 1, run.model)
         bar.set_postfix(loss=f"{stats['train_loss']:.3f}", acc=f"{stats['train_acc']:.3f}",
                         val_acc=f"{val_acc:.3f}")
-        ckpt.save({**run.state_dict(), "history": history, "stopper": stopper.state_dict()})
+        after_epoch(history[-1])
         if stop:
             break
     bar.close()

@@ -353,3 +353,37 @@ def test_sections_behave_as_mappings_for_missing_keys(cpu_only) -> None:
     assert cfg.model.target_layers.get("a framework without a setting") is None
     with pytest.raises(KeyError, match="Did you mean 'image_size'"):
         cfg.data["image_sise"]
+
+
+def test_apple_silicon_is_found_without_a_framework_and_picks_mps(monkeypatch) -> None:
+    import platform
+
+    from nbutils import hardware
+    from nbutils.config import choose_profile
+
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(hardware, "_query_nvidia_smi", lambda: None)
+    monkeypatch.delenv("NBUTILS_PROFILE", raising=False)
+    mac = hardware.detect_hardware()
+    assert mac.mps and not mac.cuda and "Apple silicon" in mac.describe()
+    assert choose_profile(mac) == "cpu"
+    cfg = nbutils.load_config("auto", hardware=mac)
+    assert cfg.profile == "cpu" and cfg.device == "mps"
+    assert nbutils.load_config("cpu", hardware=mac, device="cpu").device == "cpu"
+    with pytest.raises(ConfigError, match="device 'mps' is the GPU of Apple-silicon Macs"):
+        nbutils.load_config("cpu", hardware=CPU, device="mps")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")  # an Intel Mac: no mps
+    assert not hardware.detect_hardware().mps
+
+
+def test_mps_without_support_falls_back_to_the_cpu(capsys) -> None:
+    import torch
+
+    from nbutils.torch_train import resolve_device
+
+    if torch.backends.mps.is_available():  # pragma: no cover - only on a Mac
+        pytest.skip("this machine has mps")
+    assert resolve_device("mps") == torch.device("cpu")
+    assert "cannot use the Apple GPU (mps); training on the CPU" in capsys.readouterr().out
+    assert resolve_device("cpu") == torch.device("cpu")

@@ -74,11 +74,13 @@ def tuned(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     dsets = hf_data.prepare_datasets(data, processor, seed=0)
     config = hf_train.TransferConfig(strategy="fine_tune", epochs=4, batch_size=8,
                                      learning_rate=3e-3, warmup_ratio=0.0, threads=1)
-    result = hf_train.fit(model, dsets, config, device="cpu", progress=False)
+    board = tmp_path_factory.mktemp("tensorboard")
+    result = hf_train.fit(model, dsets, config, device="cpu", progress=False, tensorboard_dir=board)
     out = tmp_path_factory.mktemp("saved") / "model"
     info = hf_train.classifier_info(model, processor, 32, "tiny-random")
     hf_train.save_classifier(out, model, info, processor=processor)
-    return {"data": data, "model": model, "processor": processor, "result": result, "dir": out}
+    return {"data": data, "model": model, "processor": processor, "result": result, "dir": out,
+            "board": board}
 
 
 # ------------------------------------------------------------------ offline build
@@ -231,6 +233,13 @@ def test_tiny_model_fine_tunes_and_loss_falls(tuned: dict) -> None:
     assert result.train_seconds > 0 and result.cpu_seconds > 0 and result.threads == [1]
     assert result.best_epoch == 1 + max(range(4), key=lambda i: history[i]["val_acc"])
     assert result.extra["strategy"] == "fine_tune"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tuned["board"]))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"eval/accuracy", "train/learning_rate"} <= tags, tags
+    assert len(events.Scalars("eval/accuracy")) == 4  # one per epoch
 
 
 def test_saved_model_loads_in_pipeline_and_contract(tuned: dict) -> None:
@@ -358,3 +367,10 @@ def test_hf_modules_never_import_tensorflow() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_the_trainer_uses_the_cpu_only_when_told(tmp_path: Path) -> None:
+    config = hf_train.TransferConfig(epochs=1)
+    assert hf_train._training_arguments(config, "cpu", str(tmp_path)).use_cpu
+    assert not hf_train._training_arguments(config, "mps", str(tmp_path)).use_cpu
+    assert hf_train.precision_flags("fp16", "mps") == {"fp16": False, "bf16": False}

@@ -228,6 +228,11 @@ def test_train_logs_history_checkpoint_and_csv(shapes, tmp_path: Path) -> None:
     csv = (log_dir / "history.csv").read_text().splitlines()
     assert len(csv) == 3 and "lr" in csv[0].split(",")
     assert any((log_dir / "tensorboard").rglob("events.out.tfevents*"))
+    board = tmp_path / "board"
+    kt.fit(tiny_model(shapes), shapes, config, log_dir=tmp_path / "logs2", seed=0,
+           progress=False, tensorboard_dir=board)
+    assert any(board.rglob("events.out.tfevents*"))
+    assert not (tmp_path / "logs2" / "tensorboard").exists()
 
 
 def test_history_to_records_renames_keys() -> None:

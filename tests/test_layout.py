@@ -83,3 +83,22 @@ def test_under_ci_a_skip_for_a_pinned_package_fails(tmp_path: Path) -> None:
                                "tests"], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=120)
         assert want in proc.stdout, proc.stdout[-800:]
+
+
+def test_requirements_pick_a_tensorflow_build_per_platform() -> None:
+    from packaging.requirements import Requirement
+
+    def selected(system: str) -> set[str]:
+        env = {"sys_platform": system, "platform_system": system.capitalize()}
+        names = set()
+        for line in (REPO / "requirements.txt").read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                req = Requirement(line)
+                if req.marker is None or req.marker.evaluate(env):
+                    names.add(req.name)
+        return names
+
+    assert {"tensorflow-cpu"} <= selected("linux") and "tensorflow" not in selected("linux")
+    assert {"tensorflow"} <= selected("darwin") and "tensorflow-cpu" not in selected("darwin")
+    assert selected("linux") - {"tensorflow-cpu"} == selected("darwin") - {"tensorflow"}

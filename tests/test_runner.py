@@ -119,6 +119,8 @@ def test_successful_run_passes_only_accepted_parameters(course: Path, tmp_path: 
     assert results[0].records == [] and results[0].output == out / "01_eda.ipynb"
     table = run.format_summary(results)
     assert "02_train" in table and "0.750" in table and "02_train__shapes__smoke.json" in table
+    assert "accuracy near chance is expected" in run.format_summary(results, "smoke")
+    assert "chance" not in table
     odd = run.format_summary([run.NotebookResult("09_x", "ok", 1.0, records=["gone.json"])])
     assert odd.splitlines()[-1].split()[:4] == ["09_x", "ok", "1.0s", "-"]
 

@@ -293,6 +293,22 @@ def _fit(shapes, tmp_path, epochs=3, loader=None, **cfg):
     return model, result
 
 
+def _event_tags(folder) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return set(acc.Tags()["scalars"])
+
+
+def test_fit_writes_tensorboard_scalars_per_epoch(shapes, tmp_path) -> None:
+    loaders = td.make_loaders(shapes, 8, mode="tensor", seed=5)
+    tt.fit(tiny_model(), loaders["train"], loaders["val"], tt.TrainConfig(epochs=2),
+           progress=False, tensorboard_dir=tmp_path / "tb")
+    assert _event_tags(tmp_path / "tb") == {"loss/train", "loss/val", "accuracy/train",
+                                            "accuracy/val", "learning_rate"}
+
+
 def test_fit_records_history_and_learns(shapes, tmp_path) -> None:
     model, result = _fit(shapes, tmp_path, epochs=4, label_smoothing=0.1, num_threads=1)
     assert result.threads == [1]  # fixed for the whole run

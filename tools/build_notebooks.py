@@ -67,7 +67,8 @@ def build(source: Path) -> Path:
     """Write the .ipynb for one source file and return its path."""
     nb = nbformat.v4.new_notebook()
     nb.cells = parse_cells(source.read_text())
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+    # the kernel `make lab` registers, so a notebook opens on the course's environment
+    nb.metadata["kernelspec"] = {"name": "cnn-course", "display_name": "Python (CNN course)",
                                  "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     for i, cell in enumerate(nb.cells):

@@ -28,15 +28,6 @@ import numpy as np
 import torch
 from torch import nn
 
-DEFAULT_REAL_DATA = "../shared/data/cifar10-subset"
-
-
-def _default_dataset(profile_dataset: str) -> str:
-    from ..paths import resolve_path
-
-    real = resolve_path(DEFAULT_REAL_DATA)
-    return f"imagefolder:{DEFAULT_REAL_DATA}" if real.is_dir() else profile_dataset
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -152,7 +143,7 @@ def _prepare(args: argparse.Namespace) -> tuple[_Bench, str, int]:
     from nbutils.data import load_for
 
     probe = nbutils.setup(args.profile, model="alexnet", verbose=False)
-    dataset = args.dataset or _default_dataset(probe.dataset)
+    dataset = args.dataset or probe.dataset
     cfg = nbutils.setup(args.profile, model="alexnet", dataset=dataset, verbose=False,
                         batch_size=args.batch_size, architecture=args.architecture)
     m = cfg.model
@@ -332,8 +323,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="auto", help="config profile (default: auto)")
     p.add_argument("--dataset", default=None,
-                   help=f"dataset spec (default: imagefolder:{DEFAULT_REAL_DATA} if present, "
-                        "else the profile's)")
+                   help="dataset spec (default: the profile's)")
     p.add_argument("--architecture", default=None, choices=("small", "alexnet224"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--steps", type=int, default=20, help="timed training steps per pipeline")

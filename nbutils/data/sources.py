@@ -176,7 +176,10 @@ class CifarSource(Source):
             f"Could not download {kind} ({reason}).\n"
             f"Download {url} by hand on a machine with internet access and put it at\n"
             f"    {archive}\n"
-            "(keep the name; do not unpack it). The archive is used from there on."
+            "(keep the name; do not unpack it). The archive is used from there on.\n"
+            "Or work without it: the smoke profile uses synthetic data made offline "
+            "(make course PROFILE=smoke), and any folder of images works as a dataset "
+            "(make course DATASET=imagefolder:PATH)."
         )
 
     @staticmethod

@@ -38,10 +38,9 @@ compare_norms = None    # None keeps the profile value; False skips the LRN vs B
 # the keys, seeds every random generator and prints the resolved settings.
 
 # %%
+import nbutils  # first: on a Mac it lets PyTorch fall back to the CPU where mps lacks an op
 import numpy as np
 import torch
-
-import nbutils
 from nbutils import plots, torch_data, torch_models, torch_train
 from nbutils.data import load_for
 from nbutils.inference import ClassifierInfo, load_classifier
@@ -51,7 +50,7 @@ cfg = nbutils.setup(profile, model="alexnet", dataset=dataset, epochs=epochs,
                     batch_size=batch_size, architecture=architecture, norm=norm,
                     compare_norms=compare_norms)
 settings = cfg.model
-device = torch.device(cfg.device)
+device = torch_train.resolve_device(cfg.device)
 threads = torch_train.set_threads(settings.num_threads)
 NOTEBOOK = "02_pytorch_alexnet"
 run_id = cfg.run_id(NOTEBOOK)
@@ -191,7 +190,8 @@ train_config = torch_train.TrainConfig.from_settings(
     settings, mixed_precision=cfg.mixed_precision, seed=cfg.seed)
 checkpoints = cfg.outputs_dir / "checkpoints" / run_id
 result = torch_train.fit(model, loaders["train"], loaders["val"], train_config, device,
-                         checkpoint_dir=checkpoints if settings.checkpoint else None)
+                         checkpoint_dir=checkpoints if settings.checkpoint else None,
+                         tensorboard_dir=cfg.outputs_dir / "tensorboard" / run_id)
 last = result.history[-1]
 print(f"{len(result.history)} epochs in {result.train_seconds:.1f} s "
       f"({result.extra['images_per_second']:,.0f} training images/s, "

@@ -121,12 +121,13 @@ if augment is not None:
 #
 # The callbacks do what a hand-written loop would: **EarlyStopping** stops when validation
 # accuracy stops improving, **ModelCheckpoint** keeps the best weights (reloaded at the end),
-# **CSVLogger** and **TensorBoard** record every epoch (`tensorboard --logdir outputs/logs`),
+# **CSVLogger** and **TensorBoard** record every epoch (`make tensorboard` shows them),
 # and a small **learning-rate logger** adds the current rate to the logs.
 
 # %%
 train_config = keras_train.KerasTrainConfig.from_settings(cfg.model)
-result = keras_train.fit(model, data, train_config, log_dir=LOG_DIR, seed=cfg.seed)
+result = keras_train.fit(model, data, train_config, log_dir=LOG_DIR, seed=cfg.seed,
+                         tensorboard_dir=cfg.outputs_dir / "tensorboard" / RUN_ID)
 best = result.history[result.best_epoch - 1]
 print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s "
       f"(CPU time {result.cpu_seconds:.1f} s); best epoch {result.best_epoch}: "

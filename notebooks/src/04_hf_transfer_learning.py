@@ -140,8 +140,9 @@ print("one item:", {k: tuple(v.shape) if hasattr(v, "shape") else v for k, v in 
 # way to use a pretrained model, and it tells us how good the features are as they are.
 
 # %%
+BOARD = cfg.outputs_dir / "tensorboard" / RUN_ID   # `make tensorboard` shows both phases
 probe = hf_train.fit(model, dsets, hf_train.TransferConfig.for_phase(cfg, "linear_probe"),
-                     cfg.device)
+                     cfg.device, tensorboard_dir=BOARD / "linear_probe")
 print(hf_train.describe_phase(probe))
 probe_probs = hf_train.predict_proba(model, processor, data.test.images)
 probe_test_acc = float((probe_probs.argmax(1) == data.test.labels).mean())
@@ -166,7 +167,8 @@ probe_weights = hf_train.snapshot_weights(model)
 
 # %%
 finetune = hf_train.fit(model, dsets, hf_train.TransferConfig.for_phase(cfg, "fine_tune"),
-                        cfg.device, phase_offset=len(probe.history))
+                        cfg.device, phase_offset=len(probe.history),
+                        tensorboard_dir=BOARD / "fine_tune")
 print(hf_train.describe_phase(finetune))
 print("frozen blocks:", ", ".join(finetune.extra["trainable"]["frozen_units"]) or "none")
 finetune_probs = hf_train.predict_proba(model, processor, data.test.images)
