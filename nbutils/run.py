@@ -138,38 +138,40 @@ def run_notebooks(
         raise SystemExit(f"No notebooks found in {notebooks_dir}")
     check_parameters(parameters or {}, paths)
     results: list[NotebookResult] = []
-    failed = False
-    metrics_dir = root / "outputs" / "metrics"
     bar = tqdm(paths, desc=f"course [{profile}]", unit="notebook")
     for path in bar:
         bar.set_postfix_str(path.stem)
-        if failed and not keep_going:
+        if not keep_going and any(r.status == "failed" for r in results):
             results.append(NotebookResult(path.stem, "skipped"))
             continue
+        params = {"profile": profile, **({"dataset": dataset} if dataset is not None else {}),
+                  **(parameters or {})}
         accepted = _notebook_parameters(path)
-        params = {"profile": profile}
-        if dataset is not None:
-            params["dataset"] = dataset
-        params.update(parameters or {})
-        params = {k: v for k, v in params.items() if k in accepted}
-        out = output_dir / path.name
-        start = time.time()
-        try:
-            execute(str(path), str(out), parameters=params, kernel_name=kernel,
-                    cwd=str(notebooks_dir), progress_bar=True, request_save_on_cell_execute=True,
-                    # the kernel's own start-up warnings (transport) are not the learner's
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
-        except Exception as exc:  # noqa: BLE001 - reported, not swallowed
-            failed = True
-            message = _failure_message(exc, path)
-            first = message.splitlines()[0] if message else path.name
-            tqdm.write(f"FAILED  {first}  (the whole message is below the summary)")
-            results.append(NotebookResult(path.stem, "failed", time.time() - start, out, message))
-            continue
-        new = sorted(p.name for p in metrics_dir.glob(f"{path.stem}__*.json")
-                     if p.stat().st_mtime >= start)
-        results.append(NotebookResult(path.stem, "ok", time.time() - start, out, records=new))
+        results.append(_run_one(execute, path, output_dir / path.name, kernel, notebooks_dir,
+                                {k: v for k, v in params.items() if k in accepted},
+                                root / "outputs" / "metrics"))
     return results
+
+
+def _run_one(execute: Any, path: Path, out: Path, kernel: str, cwd: Path,
+             params: dict[str, Any], metrics_dir: Path) -> NotebookResult:
+    """Execute one notebook; its result, with the run records it wrote."""
+    from tqdm.auto import tqdm
+
+    start = time.time()
+    try:
+        execute(str(path), str(out), parameters=params, kernel_name=kernel, cwd=str(cwd),
+                progress_bar=True, request_save_on_cell_execute=True,
+                # the kernel's own start-up warnings (transport) are not the learner's
+                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+        message = _failure_message(exc, path)
+        first = message.splitlines()[0] if message else path.name
+        tqdm.write(f"FAILED  {first}  (the whole message is below the summary)")
+        return NotebookResult(path.stem, "failed", time.time() - start, out, message)
+    new = sorted(p.name for p in metrics_dir.glob(f"{path.stem}__*.json")
+                 if p.stat().st_mtime >= start)
+    return NotebookResult(path.stem, "ok", time.time() - start, out, records=new)
 
 
 def _accuracy(record_name: str) -> str:
