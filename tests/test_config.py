@@ -226,7 +226,7 @@ def test_device_choice(fake_hardware) -> None:
     assert nbutils.setup("smoke", verbose=False).values["device"] == "cuda"
     assert nbutils.setup("smoke", verbose=False, device="cpu").values["device"] == "cpu"
     assert nbutils.setup("smoke", verbose=False, device="cuda").values["device"] == "cuda"
-    with pytest.raises(ConfigError, match="device must be auto, cpu or cuda"):
+    with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or mps"):
         nbutils.setup("smoke", verbose=False, device="tpu")
 
 
