@@ -223,6 +223,28 @@ def test_a_second_run_cannot_take_a_live_run_folder(tmp_path: Path) -> None:
         pass
 
 
+def test_training_refuses_a_checkpoint_folder_another_run_holds(tmp_path: Path,
+                                                               shapes_data) -> None:
+    from nbutils import torch_data, torch_models, torch_train
+
+    code = ("import sys, time; from nbutils.locks import RunLock\n"
+            "with RunLock(sys.argv[1]):\n    print('training', flush=True); time.sleep(30)\n")
+    other = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "training"
+        model = torch_models.build_model(torch_models.AlexNetConfig(
+            num_classes=shapes_data.num_classes, widths=[4, 8, 8, 8, 8], fc_width=16))
+        loaders = torch_data.make_loaders(shapes_data, 16, mode="tensor", seed=0)
+        with pytest.raises(RuntimeError, match=f"in use by pid {other.pid}"):
+            torch_train.fit(model, loaders["train"], loaders["val"],
+                            torch_train.TrainConfig(epochs=1), checkpoint_dir=tmp_path,
+                            progress=False)
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_overrides_give_a_run_its_own_id(cpu_only) -> None:
     base = nbutils.setup("smoke", model="alexnet", verbose=False)
     short = nbutils.setup("smoke", model="alexnet", verbose=False, epochs=2)
