@@ -316,7 +316,7 @@ def _split_overrides(
 
 
 # overrides that change where things are or how fast they load, not what a run computes
-_NOT_A_VARIANT = {"dataset", "data_dir", "outputs_dir", "num_workers", "cache", "device"}
+_NOT_A_VARIANT = {"dataset", "data_dir", "outputs_dir", "num_workers", "cache", "device", "tracking"}
 
 
 def variant_name(overrides: Mapping[str, Any]) -> str:
@@ -426,6 +426,8 @@ def _check_ranges(values: dict[str, Any], where: str) -> None:
 
 def _check_values(values: dict[str, Any], hw: Hardware) -> None:
     """Ranges and the device (``auto`` resolved in place); a :class:`ConfigError` if wrong."""
+    if values.get("tracking", "none") not in ("none", "mlflow"):
+        raise ConfigError(f"tracking must be none or mlflow, got {values['tracking']!r}")
     if values["device"] not in ("auto", "cpu", "cuda", "mps"):
         raise ConfigError(f"device must be auto, cpu, cuda or mps, got {values['device']!r}")
     if values["device"] == "auto":

@@ -133,7 +133,12 @@ def finish_run(
         artifacts["model"] = str(model_path)
     artifacts.update(_write_figures(cfg.outputs_dir, record, data, probs, idx, show))
     record.artifacts = artifacts
-    write_record(record, cfg.outputs_dir)
+    path = write_record(record, cfg.outputs_dir)
+    if cfg.values.get("tracking", "none") == "mlflow":
+        from .tracking import log_run
+
+        record.extra["mlflow_run_id"] = log_run(record, path, cfg.outputs_dir)
+        write_record(record, cfg.outputs_dir)
     return record
 
 

@@ -31,6 +31,7 @@ batch_size = None       # None keeps the profile value
 architecture = None     # None keeps the config value (small); alexnet224: the original
 norm = None             # None keeps the config value (batchnorm); lrn or none
 compare_norms = None    # None keeps the profile value; False skips the LRN vs BatchNorm runs
+tracking = None         # None keeps the config ("none"); "mlflow" also logs the run to MLflow
 
 # %% [markdown]
 # Everything else comes from `configs/models/alexnet.yaml` (every hyperparameter, with
@@ -48,7 +49,7 @@ from nbutils.runs import finish_run, record_class_table
 
 cfg = nbutils.setup(profile, model="alexnet", dataset=dataset, epochs=epochs,
                     batch_size=batch_size, architecture=architecture, norm=norm,
-                    compare_norms=compare_norms)
+                    compare_norms=compare_norms, tracking=tracking)
 settings = cfg.model
 device = torch_train.resolve_device(cfg.device)
 threads = torch_train.set_threads(settings.num_threads)

@@ -25,6 +25,7 @@ dataset = None  # None keeps the profile dataset; e.g. cifar10 or imagefolder:PA
 epochs = None  # None keeps the profile value
 batch_size = None  # None keeps the profile value
 ablation = None  # run the ablation table; None keeps the profile choice
+tracking = None         # None keeps the config ("none"); "mlflow" also logs the run to MLflow
 
 # %%
 import time
@@ -39,7 +40,7 @@ from nbutils.inference import load_classifier
 from nbutils.runs import finish_run, record_class_table
 
 cfg = nbutils.setup(profile, model="keras_cnn", dataset=dataset, epochs=epochs,
-                    batch_size=batch_size, ablation=ablation)
+                    batch_size=batch_size, ablation=ablation, tracking=tracking)
 env = keras_train.setup_keras(cfg)
 NOTEBOOK = "03_keras_cnn"
 RUN_ID = cfg.run_id(NOTEBOOK)

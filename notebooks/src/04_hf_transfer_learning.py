@@ -31,6 +31,7 @@ checkpoint = None    # None: the profile's; a Hub id, a local directory or auto-
 input_size = None    # None keeps the profile value (pixels fed to the backbone)
 probe_epochs = None  # None keeps the profile value (linear probe, frozen backbone)
 epochs = None        # None keeps the profile value (fine-tuning)
+tracking = None         # None keeps the config ("none"); "mlflow" also logs the run to MLflow
 
 # %%
 import nbutils
@@ -42,7 +43,8 @@ from nbutils.runs import example_indices, finish_run, other_runs_summary, record
 from nbutils.torch_models import count_parameters
 
 cfg = nbutils.setup(profile, model="hf_transfer", dataset=dataset, checkpoint=checkpoint,
-                    input_size=input_size, probe_epochs=probe_epochs, epochs=epochs)
+                    input_size=input_size, probe_epochs=probe_epochs, epochs=epochs,
+                    tracking=tracking)
 NOTEBOOK = "04_hf_transfer_learning"
 RUN_ID = cfg.run_id(NOTEBOOK)
 
