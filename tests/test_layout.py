@@ -57,7 +57,7 @@ def test_stored_notebooks_match_their_sources() -> None:
         p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     for src in sources:
         want = [(c.cell_type, c.source, c.metadata.get("tags", []))
-                for c in build.parse_cells(src.read_text())]
+                for c in build.notebook_cells(src)]
         stored = json.loads((REPO / "notebooks" / f"{src.stem}.ipynb").read_text())["cells"]
         have = [(c["cell_type"], "".join(c["source"]), c.get("metadata", {}).get("tags", []))
                 for c in stored]
@@ -102,3 +102,53 @@ def test_requirements_pick_a_tensorflow_build_per_platform() -> None:
     assert {"tensorflow-cpu"} <= selected("linux") and "tensorflow" not in selected("linux")
     assert {"tensorflow"} <= selected("darwin") and "tensorflow-cpu" not in selected("darwin")
     assert selected("linux") - {"tensorflow-cpu"} == selected("darwin") - {"tensorflow"}
+
+
+def _colab_cell(repository: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_nb", REPO / "tools" / "build_notebooks.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return build.COLAB_CELL.replace("{REPOSITORY!r}", repr(repository))
+
+
+def test_the_colab_cell_does_nothing_outside_colab(monkeypatch, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a[0]))
+    monkeypatch.setattr(os, "chdir", lambda path: calls.append(["chdir", path]))
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    exec(_colab_cell("https://example.org/course.git"), {})
+    assert calls == []
+
+
+def test_the_colab_cell_installs_the_course_in_colab(monkeypatch) -> None:
+    import os
+    import subprocess
+    import sys
+    import types
+
+    import pytest
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a[0]))
+    monkeypatch.setattr(os, "chdir", lambda path: calls.append(["chdir", path]))
+    monkeypatch.setattr(os.path, "isdir", lambda path: False)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    exec(_colab_cell("https://example.org/course.git"), {})
+    assert calls[0] == ["git", "clone", "-q", "--depth", "1", "https://example.org/course.git",
+                        "/content/cnn-course"]
+    assert calls[1][-3:] == ["-q", "-r", "/content/cnn-course/requirements-colab.txt"]
+    assert calls[2][-3:] == ["--no-deps", "-e", "/content/cnn-course"]
+    assert calls[3] == ["chdir", "/content/cnn-course/notebooks"]
+    assert sys.path[0] == "/content/cnn-course"
+    with pytest.raises(SystemExit, match="Upload the course folder"):
+        exec(_colab_cell(""), {})
+    colab = (REPO / "requirements-colab.txt").read_text()
+    assert not any(line.split("=")[0].strip() in ("torch", "torchvision", "tensorflow", "keras")
+                   for line in colab.splitlines())

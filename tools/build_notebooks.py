@@ -63,10 +63,52 @@ def parse_cells(text: str) -> list[nbformat.NotebookNode]:
     return cells
 
 
+# The course's public git repository, from pyproject.toml ([tool.nbutils] repository): the
+# Colab badge and the Colab set-up cell point at it. Empty: no badge, and on Colab the cell
+# says how to get the course there.
+COLAB_CELL = """\
+# Google Colab only: fetch the course and install what Colab lacks (does nothing elsewhere).
+import os, subprocess, sys  # noqa: E401
+COURSE, HOME = {REPOSITORY!r}, "/content/cnn-course"
+if "google.colab" in sys.modules and not os.path.isdir(HOME):
+    if not COURSE:
+        raise SystemExit(f"Upload the course folder to {HOME} (this copy names no repository).")
+    subprocess.run(["git", "clone", "-q", "--depth", "1", COURSE, HOME], check=True)
+    for args in (["-r", f"{HOME}/requirements-colab.txt"], ["--no-deps", "-e", HOME]):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], check=True)
+if "google.colab" in sys.modules:
+    sys.path.insert(0, HOME)
+    os.chdir(f"{HOME}/notebooks")  # `auto` then picks gpu or lowvram from Colab's GPU"""
+
+
+def repository() -> str:
+    """The repository address in pyproject.toml, or ``""``."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return str(config.get("tool", {}).get("nbutils", {}).get("repository", "")).strip()
+
+
+def notebook_cells(source: Path) -> list[nbformat.NotebookNode]:
+    """The cells of one notebook: its source's, with the Colab badge and set-up cell first."""
+    cells = parse_cells(source.read_text())
+    repo = repository()
+    setup = nbformat.v4.new_code_cell(COLAB_CELL.replace("{REPOSITORY!r}", repr(repo)))
+    setup.metadata["tags"] = ["colab-setup"]
+    extra = [setup]
+    if repo:
+        url = repo.removeprefix("https://github.com/").removesuffix(".git")
+        badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+                 f"(https://colab.research.google.com/github/{url}/blob/main/notebooks/"
+                 f"{source.stem}.ipynb)")
+        extra.insert(0, nbformat.v4.new_markdown_cell(badge))
+    return cells[:1] + extra + cells[1:]   # after the title
+
+
 def build(source: Path) -> Path:
     """Write the .ipynb for one source file and return its path."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = parse_cells(source.read_text())
+    nb.cells = notebook_cells(source)
     # the kernel `make lab` registers, so a notebook opens on the course's environment
     nb.metadata["kernelspec"] = {"name": "cnn-course", "display_name": "Python (CNN course)",
                                  "language": "python"}
