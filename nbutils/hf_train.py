@@ -533,6 +533,7 @@ def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
+        shutil.rmtree(tensorboard_dir, ignore_errors=True)  # a re-run replaces the old curves
         trainer.add_callback(TensorBoardCallback(SummaryWriter(str(tensorboard_dir))))
     reset_device_peak(device)
     try:

@@ -274,11 +274,14 @@ class EpochWriter:
     NAMES = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
              "val_acc": "accuracy/val", "lr": "learning_rate"}
 
-    def __init__(self, log_dir: str | os.PathLike[str] | None) -> None:
+    def __init__(self, log_dir: str | os.PathLike[str] | None, fresh: bool = True) -> None:
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
+            if fresh:  # a new run replaces the old curves; a resumed one continues them
+                for old in Path(log_dir).glob("events.out.tfevents.*"):
+                    old.unlink()
             self.writer = SummaryWriter(str(log_dir))
 
     def write(self, row: dict[str, Any]) -> None:
@@ -580,7 +583,7 @@ def _fit(model: nn.Module, train_loader: Any, val_loader: Any | None, config: Tr
     resumed_from = len(history)
     reset_device_peak(device)
     threads = [_fix_threads(config.num_threads)] if device.type == "cpu" else []
-    board = EpochWriter(tensorboard_dir)
+    board = EpochWriter(tensorboard_dir, fresh=resumed_from == 0)
 
     def after_epoch(row: dict[str, Any]) -> None:
         ckpt.save({**run.state_dict(), "history": history, "stopper": stopper.state_dict()})

@@ -303,10 +303,12 @@ def _event_tags(folder) -> set[str]:
 
 def test_fit_writes_tensorboard_scalars_per_epoch(shapes, tmp_path) -> None:
     loaders = td.make_loaders(shapes, 8, mode="tensor", seed=5)
-    tt.fit(tiny_model(), loaders["train"], loaders["val"], tt.TrainConfig(epochs=2),
-           progress=False, tensorboard_dir=tmp_path / "tb")
+    for _ in range(2):  # a re-run replaces the curves instead of adding a second set
+        tt.fit(tiny_model(), loaders["train"], loaders["val"], tt.TrainConfig(epochs=2),
+               progress=False, tensorboard_dir=tmp_path / "tb")
     assert _event_tags(tmp_path / "tb") == {"loss/train", "loss/val", "accuracy/train",
                                             "accuracy/val", "learning_rate"}
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1
 
 
 def test_fit_records_history_and_learns(shapes, tmp_path) -> None:
