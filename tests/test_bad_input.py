@@ -8,12 +8,14 @@ files, huge images and McNemar's test on a large test set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -204,21 +206,28 @@ def test_a_killed_loads_temporary_folder_is_cleaned_up(tmp_path: Path) -> None:
 # --------------------------------------------------------------- 6. concurrent runs
 
 
-def test_a_second_run_cannot_take_a_live_run_folder(tmp_path: Path) -> None:
-    from nbutils.locks import RunLock, RunLockedError
-
+@contextlib.contextmanager
+def _another_run_holds(folder: Path) -> Iterator[int]:
+    """A second process holds ``folder``'s run lock while the block runs; yields its pid."""
     code = ("import sys, time; from nbutils.locks import RunLock\n"
             "with RunLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(30)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunLockedError, match=f"in use by pid {holder.pid} on .* since"):
-            with RunLock(tmp_path):
-                pass
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_second_run_cannot_take_a_live_run_folder(tmp_path: Path) -> None:
+    from nbutils.locks import RunLock, RunLockedError
+
+    with _another_run_holds(tmp_path) as pid:
+        with pytest.raises(RunLockedError, match=f"in use by pid {pid} on .* since"):
+            with RunLock(tmp_path):
+                pass
     with RunLock(tmp_path):  # a killed holder leaves no stale lock
         pass
 
@@ -227,22 +236,14 @@ def test_training_refuses_a_checkpoint_folder_another_run_holds(tmp_path: Path,
                                                                shapes_data) -> None:
     from nbutils import torch_data, torch_models, torch_train
 
-    code = ("import sys, time; from nbutils.locks import RunLock\n"
-            "with RunLock(sys.argv[1]):\n    print('training', flush=True); time.sleep(30)\n")
-    other = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert other.stdout.readline().strip() == "training"
-        model = torch_models.build_model(torch_models.AlexNetConfig(
-            num_classes=shapes_data.num_classes, widths=[4, 8, 8, 8, 8], fc_width=16))
-        loaders = torch_data.make_loaders(shapes_data, 16, mode="tensor", seed=0)
-        with pytest.raises(RuntimeError, match=f"in use by pid {other.pid}"):
+    model = torch_models.build_model(torch_models.AlexNetConfig(
+        num_classes=shapes_data.num_classes, widths=[4, 8, 8, 8, 8], fc_width=16))
+    loaders = torch_data.make_loaders(shapes_data, 16, mode="tensor", seed=0)
+    with _another_run_holds(tmp_path) as pid:
+        with pytest.raises(RuntimeError, match=f"in use by pid {pid}"):
             torch_train.fit(model, loaders["train"], loaders["val"],
                             torch_train.TrainConfig(epochs=1), checkpoint_dir=tmp_path,
                             progress=False)
-    finally:
-        other.kill()
-        other.wait()
 
 
 def test_overrides_give_a_run_its_own_id(cpu_only) -> None:
