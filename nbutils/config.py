@@ -32,6 +32,7 @@ __all__ = [
     "load_config",
     "model_settings",
     "variant_name",
+    "range_problem",
 ]
 
 PROFILE_ENV = "NBUTILS_PROFILE"
@@ -410,15 +411,26 @@ def _in_range(value: Any, low: float | None, high: float | None, rule: str) -> b
     return not (rule.startswith("between") and value in (low, high))
 
 
+def range_problem(key: str, value: Any) -> str | None:
+    """``"epochs must be at least 1, got 0"`` when ``value`` is outside the range of the
+    setting named ``key``; ``None`` when it is inside or the setting has no range.
+
+    The one table of ranges, used by :func:`load_config` and by the trainers' settings
+    classes (:class:`nbutils.settings.Settings`).
+    """
+    if (key in _RANGES and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and not _in_range(value, *_RANGES[key])):
+        return f"{key} must be {_RANGES[key][2]}, got {value!r}"
+    return None
+
+
 def _check_ranges(values: dict[str, Any], where: str) -> None:
     """Every known setting in ``values`` (nested) within its range, else a ConfigError."""
     for key, value in values.items():
-        dotted = f"{where}{key}"
         if isinstance(value, dict):
-            _check_ranges(value, f"{dotted}.")
-        elif (key in _RANGES and isinstance(value, (int, float))
-              and not isinstance(value, bool) and not _in_range(value, *_RANGES[key])):
-            raise ConfigError(f"{dotted} must be {_RANGES[key][2]}, got {value!r}")
+            _check_ranges(value, f"{where}{key}.")
+        elif (problem := range_problem(key, value)) is not None:
+            raise ConfigError(f"{where}{problem}")
     if "widths" in values and isinstance(values["widths"], list):
         if not values["widths"] or any(not isinstance(w, int) or w < 1 for w in values["widths"]):
             raise ConfigError(f"{where}widths must list positive ints, got {values['widths']!r}")

@@ -37,7 +37,7 @@ from . import hf_offline  # sets USE_TF=0 (and friends) before transformers load
 from .fitting import FitResult, Stopwatch
 from .frameworks.registry import ModelRegistry
 from .inference import ClassifierInfo, check_outputs, read_classifier_info, write_classifier_info
-from .paths import make_temp_dir
+from .paths import clear_folder, make_temp_dir
 from .settings import Settings
 
 import torch  # noqa: E402
@@ -69,6 +69,7 @@ __all__ = [
     "snapshot_weights",
     "restore_weights",
     "describe_phase",
+    "strategy_table",
     "classifier_info",
     "predict_proba",
     "save_classifier",
@@ -456,12 +457,10 @@ class TransferConfig(Settings):
     num_workers: int = 0
     threads: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """A known strategy (ranges are checked by :class:`Settings`)."""
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be at least 1, got {self.epochs} "
-                             f"and {self.batch_size}")
 
     @classmethod
     def for_phase(cls, cfg: Any, strategy: str, **changes: Any) -> TransferConfig:
@@ -533,8 +532,8 @@ def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
-        shutil.rmtree(tensorboard_dir, ignore_errors=True)  # a re-run replaces the old curves
-        trainer.add_callback(TensorBoardCallback(SummaryWriter(str(tensorboard_dir))))
+        board = clear_folder(tensorboard_dir)  # a re-run replaces the old curves
+        trainer.add_callback(TensorBoardCallback(SummaryWriter(str(board))))
     reset_device_peak(device)
     try:
         with Stopwatch() as clock:
@@ -551,6 +550,19 @@ def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
                      threads=[torch.get_num_threads()] if device == "cpu" else [],
                      load_average=clock.load,
                      extra={"strategy": config.strategy, "trainable": trainable})
+
+
+def strategy_table(phases: Sequence[tuple[FitResult, float]]) -> dict[str, dict[str, Any]]:
+    """Per strategy: epochs, trainable weights, seconds, validation and test accuracy.
+
+    ``phases`` pairs each phase's :class:`FitResult` with its test accuracy; the table is
+    what notebook 04 shows and keeps in the run record.
+    """
+    return {run.extra["strategy"]: {
+        "epochs": run.epochs, "trainable_params": run.extra["trainable"]["trainable_params"],
+        "train_seconds": round(run.train_seconds, 1), "cpu_seconds": round(run.cpu_seconds, 1),
+        "val_acc": round(run.final_val_acc, 4), "test_acc": round(acc, 4)}
+        for run, acc in phases}
 
 
 def describe_phase(result: FitResult) -> str:

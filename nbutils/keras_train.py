@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -34,7 +33,7 @@ from .inference import ClassifierInfo, check_outputs, write_classifier_info
 # keras_data selects the TensorFlow backend before it imports keras and tensorflow
 from .keras_data import configure_tensorflow, keras, make_dataset, tf
 from .locks import LOCK_FILE, RunLock
-from .paths import atomic_write_text
+from .paths import atomic_write_text, clear_folder
 from .settings import Settings
 
 __all__ = [
@@ -322,9 +321,7 @@ def make_callbacks(log_dir: str | Path | None, epochs: int, patience: int = 8,
             keras.callbacks.CSVLogger(str(log_dir / "history.csv")),
         ]
         if _tensorboard_available():
-            board = Path(tensorboard_dir) if tensorboard_dir else log_dir / "tensorboard"
-            if board.exists():  # a re-run starts a fresh log, not appended runs
-                shutil.rmtree(board)
+            board = clear_folder(tensorboard_dir or log_dir / "tensorboard")
             callbacks.append(keras.callbacks.TensorBoard(str(board), write_graph=False,
                                                          profile_batch=0))
         else:
@@ -349,11 +346,6 @@ class KerasTrainConfig(Settings):
     early_stopping_patience: int = 8
     monitor: str = "val_accuracy"
     jit_compile: bool = False
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be at least 1, got {self.epochs} "
-                             f"and {self.batch_size}")
 
 
 def history_to_records(history: Any) -> list[dict[str, float]]:
@@ -418,8 +410,8 @@ def fit(
     compile_cnn(model, steps, config.epochs, config.learning_rate, config.warmup_epochs,
                 config.label_smoothing, config.jit_compile)
     with RunLock(log_dir) if log_dir is not None else contextlib.nullcontext():
-        if log_dir is not None:  # a re-run starts a fresh log, not appended TensorBoard runs
-            _clear_folder(Path(log_dir))
+        if log_dir is not None:  # a re-run starts a fresh log (the lock this run holds stays)
+            clear_folder(log_dir, keep=(LOCK_FILE,))
         callbacks = make_callbacks(log_dir, config.epochs, config.early_stopping_patience,
                                    config.monitor, progress=progress, desc=desc,
                                    tensorboard_dir=tensorboard_dir)
@@ -437,17 +429,6 @@ def fit(
                      best_epoch=_best_epoch(history, config.monitor),
                      device_peak_mb=device_peak_mb(), load_average=clock.load,
                      extra={"restored_best": restored})
-
-
-def _clear_folder(folder: Path) -> None:
-    """Remove what a previous run left in ``folder``, except the lock this run holds."""
-    for path in folder.iterdir() if folder.is_dir() else []:
-        if path.name == LOCK_FILE:
-            continue
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def _best_epoch(history: list[dict[str, float]], monitor: str) -> int:

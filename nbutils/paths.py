@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = ["project_root", "configs_dir", "resolve_path", "display_path", "atomic_write",
            "atomic_write_text", "atomic_write_json", "json_default", "current_umask",
-           "make_temp_dir", "remove_stale_temp_dirs"]
+           "make_temp_dir", "remove_stale_temp_dirs", "clear_folder"]
 
 
 def _looks_like_root(path: Path) -> bool:
@@ -83,6 +83,26 @@ def make_temp_dir(target: str | os.PathLike[str]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp{os.getpid()}.", dir=target.parent))
     os.chmod(tmp, 0o777 & ~current_umask())
     return tmp
+
+
+def clear_folder(folder: str | os.PathLike[str], keep: tuple[str, ...] = ()) -> Path:
+    """Empty ``folder`` (made if missing), keeping the entries named in ``keep``.
+
+    A re-run of a training run starts its logs afresh this way: TensorBoard would
+    otherwise show the old curves beside the new ones.
+    """
+    import shutil
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in target.iterdir():
+        if path.name in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return target
 
 
 def _pid_alive(pid: int) -> bool:

@@ -22,6 +22,7 @@ __all__ = [
     "TestMetrics",
     "RunRecord",
     "make_run_id",
+    "dataset_slug",
     "record_path",
     "write_record",
     "read_record",
@@ -42,13 +43,17 @@ def make_run_id(notebook: str, dataset: str, profile: str, variant: str = "") ->
     checkpoint, figures and record share one name. ``variant`` names the overrides of
     the profile's settings (``epochs-5``), so two variants never overwrite each other.
     """
+    return f"{notebook}__{dataset_slug(dataset)}__{profile}" + (f"__{variant}" if variant else "")
+
+
+def dataset_slug(spec: str) -> str:
+    """The dataset's part of a run id (``imagefolder-cifar10-subset``), also for odd specs."""
     from .data.specs import parse_spec
 
     try:
-        slug = parse_spec(dataset).slug
+        return parse_spec(spec).slug
     except Exception:  # noqa: BLE001 - unusual specs still get a name
-        slug = "".join(c if c.isalnum() else "-" for c in dataset)
-    return f"{notebook}__{slug}__{profile}" + (f"__{variant}" if variant else "")
+        return "".join(c if c.isalnum() else "-" for c in spec)
 
 
 @dataclass
@@ -175,19 +180,6 @@ def read_record(path: str | os.PathLike[str]) -> RunRecord:
     return RunRecord.from_dict(data, source=str(p))
 
 
-def _dataset_key(spec: str) -> str:
-    """Specs naming the same data compare equal (``imagefolder:`` paths by resolved folder)."""
-    from .data.specs import parse_spec
-
-    try:
-        parsed = parse_spec(spec)
-    except Exception:  # noqa: BLE001 - an odd spec still compares as text
-        return spec
-    if parsed.kind == "imagefolder" and parsed.arg:
-        return f"imagefolder:{resolve_path(parsed.arg).resolve()}"
-    return parsed.text.lower()
-
-
 def find_records(
     outputs_dir: str | os.PathLike[str] = "outputs",
     dataset: str | None = None,
@@ -195,14 +187,15 @@ def find_records(
 ) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
     """All readable records (optionally for one dataset/profile) and the unreadable ones.
 
-    Dataset specs are compared by what they name, so ``imagefolder:../x`` and
-    ``imagefolder:/abs/x`` match when they are the same folder.
+    Datasets are matched by their slug, the part of the run id (and so of the record's
+    file name) they give: ``imagefolder:../x`` and ``imagefolder:/abs/x`` match, and so
+    do two folders with the same name, whose runs share file names.
 
     Returns:
         ``(records, problems)`` where ``problems`` lists ``(path, reason)``.
     """
     folder = resolve_path(outputs_dir) / "metrics"
-    wanted = _dataset_key(dataset) if dataset is not None else None
+    wanted = dataset_slug(dataset) if dataset is not None else None
     records, problems = [], []
     for path in sorted(folder.glob("*.json")):
         try:
@@ -210,7 +203,7 @@ def find_records(
         except RecordError as exc:
             problems.append((path, str(exc)))
             continue
-        if wanted is not None and _dataset_key(rec.dataset) != wanted:
+        if wanted is not None and dataset_slug(rec.dataset) != wanted:
             continue
         if profile is not None and rec.profile != profile:
             continue

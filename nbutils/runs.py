@@ -24,7 +24,7 @@ import numpy as np
 
 from .config import RunConfig
 from .data.core import ImageData
-from .data.specs import DatasetError, parse_spec
+from .data.specs import parse_spec
 from .fitting import FitResult
 from .frameworks.registry import framework_of_notebook, training_notebooks
 from .hardware import library_versions, peak_rss_mb
@@ -231,13 +231,6 @@ class FoundRuns:
         return produce_command(self.profile, self.dataset, prefixes)
 
 
-def _slug(spec: str) -> str | None:
-    try:
-        return parse_spec(spec).slug
-    except DatasetError:
-        return None
-
-
 def _concerns(path: Path, slug: str, profile: str) -> bool:
     """Whether an unreadable record file (``<notebook>__<slug>__<profile>.json``) is ours."""
     parts = path.stem.split("__")
@@ -259,10 +252,10 @@ def find_runs(outputs_dir: str | Path, dataset: str, profile: str) -> FoundRuns:
     profile, each with the command that re-creates it.
     """
     slug = parse_spec(dataset).slug
-    records, problems = find_records(resolve_path(outputs_dir), profile=profile)
+    records, problems = find_records(resolve_path(outputs_dir), dataset=dataset, profile=profile)
     problems = [(p, _with_command(why, p, profile, dataset)) for p, why in problems
                 if _concerns(p, slug, profile)]
-    mine = sorted((r for r in records if _slug(r.dataset) == slug), key=lambda r: r.notebook)
+    mine = sorted(records, key=lambda r: r.notebook)
     present = {r.notebook[:2] for r in mine} | {p.name[:2] for p, _ in problems}
     missing = [MissingRun(prefix, fw.id, fw.label, produce_command(profile, dataset, [prefix]))
                for prefix, fw in training_notebooks().items() if prefix not in present]

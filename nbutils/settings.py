@@ -19,7 +19,25 @@ S = TypeVar("S", bound="Settings")
 
 
 class Settings:
-    """Mixin for settings dataclasses: ``from_settings`` and ``to_dict``."""
+    """Mixin for settings dataclasses: ``from_settings``, ``to_dict`` and range checks.
+
+    Every field named in the config's range table (:func:`nbutils.config.range_problem`)
+    is checked on construction, so a trainer built without a notebook's config refuses
+    ``epochs=0`` the way :func:`nbutils.setup` does; :meth:`validate` adds a class's own
+    checks.
+    """
+
+    def __post_init__(self) -> None:
+        from .config import range_problem
+
+        for f in fields(self):  # type: ignore[arg-type]
+            problem = range_problem(f.name, getattr(self, f.name))
+            if problem is not None:
+                raise ValueError(f"{type(self).__name__}: {problem}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks beyond the shared ranges (none by default)."""
 
     @classmethod
     def field_names(cls) -> set[str]:

@@ -36,7 +36,7 @@ from torch import nn
 from .fitting import FitResult, Stopwatch
 from .inference import ClassifierInfo, check_outputs, read_classifier_info, write_classifier_info
 from .locks import RunLock
-from .paths import atomic_write, atomic_write_text, resolve_path
+from .paths import atomic_write, atomic_write_text, clear_folder, resolve_path
 from .settings import Settings
 from .torch_data import to_model_input
 from .torch_models import MODELS, build_model
@@ -118,13 +118,12 @@ class TrainConfig(Settings):
     seed: int = 42
     num_threads: int = -1
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Known optimiser and schedule (ranges are checked by :class:`Settings`)."""
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
 
 
 @dataclass(frozen=True)
@@ -280,8 +279,7 @@ class EpochWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             if fresh:  # a new run replaces the old curves; a resumed one continues them
-                for old in Path(log_dir).glob("events.out.tfevents.*"):
-                    old.unlink()
+                clear_folder(log_dir)
             self.writer = SummaryWriter(str(log_dir))
 
     def write(self, row: dict[str, Any]) -> None:
@@ -476,9 +474,13 @@ def device_peak_mb(device: str | torch.device) -> float | None:
 
 
 def reset_device_peak(device: str | torch.device) -> None:
-    """Start a new peak-memory measurement on a CUDA ``device`` (no-op elsewhere)."""
+    """Start a new peak-memory measurement on a CUDA ``device`` (no-op elsewhere).
+
+    Cached blocks are released first, so the peak counts only what comes next.
+    """
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 

@@ -233,6 +233,9 @@ def test_tiny_model_fine_tunes_and_loss_falls(tuned: dict) -> None:
     assert result.train_seconds > 0 and result.cpu_seconds > 0 and result.threads == [1]
     assert result.best_epoch == 1 + max(range(4), key=lambda i: history[i]["val_acc"])
     assert result.extra["strategy"] == "fine_tune"
+    table = hf_train.strategy_table([(result, 0.5)])
+    assert table["fine_tune"]["epochs"] == 4 and table["fine_tune"]["test_acc"] == 0.5
+    assert table["fine_tune"]["val_acc"] == round(history[-1]["val_acc"], 4)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tuned["board"]))

@@ -195,5 +195,7 @@ def test_find_records_matches_specs_by_the_data_they_name(record_factory, tmp_pr
     assert found(f"imagefolder:{tmp_project / 'pics'}") == ["imagefolder:pics"]
     assert found("imagefolder:./pics/") == ["imagefolder:pics"]
     assert found("imagefolder:other") == []
+    # the slug names the record files, so folders of the same name are the same dataset
+    assert found("imagefolder:/elsewhere/pics") == ["imagefolder:pics"]
     assert found("cifar10") == ["CIFAR10"]
     assert found("my data!") == ["my data!"]

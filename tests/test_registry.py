@@ -159,3 +159,8 @@ def test_settings_pick_their_fields_and_refuse_unknown_changes() -> None:
     assert demo == Demo(3, 0.5) and demo.to_dict() == {"epochs": 3, "lr": 0.5}
     with pytest.raises(TypeError, match="no setting.*lrr"):
         Demo.from_settings({}, lrr=1.0)
+    # the config's range table applies to every settings class
+    with pytest.raises(ValueError, match="Demo: epochs must be at least 1, got 0"):
+        Demo(epochs=0)
+    with pytest.raises(ValueError, match="Demo: lr must be greater than 0"):
+        Demo(lr=0.0)

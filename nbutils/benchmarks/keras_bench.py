@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_for(cfg, progress=not args.no_progress)
     print(f"dataset {data.spec}: train={len(data.train)} images of "
           f"{data.image_size}x{data.image_size}; device {env['device']}, "
-          f"precision {env['precision']}; load average {os.getloadavg()[0]:.2f} "
+          f"precision {env['precision']}; load average {load_average()} "
           f"on {os.cpu_count()} CPUs")
     result = compare_pipelines(data, cfg.model, epochs=args.epochs, repeats=args.repeats,
                                batch_size=args.batch_size, seed=cfg.seed,

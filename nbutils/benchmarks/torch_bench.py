@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..torch_train import device_peak_mb, reset_device_peak
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -107,18 +109,6 @@ def _textbook_loader(images: np.ndarray, labels: np.ndarray, mean: Any, std: Any
     )
 
 
-def _peak_mb(device: torch.device) -> float | None:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return None
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 @dataclass
 class _Bench:
     """What both loops are measured on: data, model config, settings and device."""
@@ -183,9 +173,9 @@ def _course_loop(b: _Bench, args: argparse.Namespace) -> dict[str, Any]:
     step = torch_train.make_train_step(model, opt, None, scaler,
                                        nn.CrossEntropyLoss(label_smoothing=tconf.label_smoothing),
                                        b.amp, tconf.grad_clip, tconf.compile)
-    _reset_peak(device)
+    reset_device_peak(device)
     train = _time_steps(step, _forever(loader), args.warmup, args.steps, device, bs)
-    train_peak = _peak_mb(device)
+    train_peak = device_peak_mb(device)
     model.eval()
     n_inf = min(len(b.test_images), bs * args.steps)
 
@@ -195,12 +185,12 @@ def _course_loop(b: _Bench, args: argparse.Namespace) -> dict[str, Any]:
                                   channels_last=tconf.channels_last)
 
     predict(b.test_images[:bs])
-    _reset_peak(device)
+    reset_device_peak(device)
     t0 = time.perf_counter()
     predict(b.test_images[:n_inf])
     _sync(device)
     return {"train": train, "infer": n_inf / (time.perf_counter() - t0),
-            "train_peak": train_peak, "infer_peak": _peak_mb(device)}
+            "train_peak": train_peak, "infer_peak": device_peak_mb(device)}
 
 
 def _textbook_loop(b: _Bench, args: argparse.Namespace) -> dict[str, Any]:
@@ -223,9 +213,9 @@ def _textbook_loop(b: _Bench, args: argparse.Namespace) -> dict[str, Any]:
     workers = args.workers if args.workers is not None else b.cfg.data.num_workers
     loader = _textbook_loader(b.images, b.labels, b.data.mean, b.data.std, bs, True, workers,
                               b.size)
-    _reset_peak(device)
+    reset_device_peak(device)
     train = _time_steps(step, _forever(loader), args.warmup, args.steps, device, bs)
-    train_peak = _peak_mb(device)
+    train_peak = device_peak_mb(device)
     base.eval()
     n_inf = min(len(b.test_images), bs * args.steps)
     test = _textbook_loader(b.test_images[:n_inf], np.zeros(n_inf, np.int64), b.data.mean,
@@ -234,14 +224,14 @@ def _textbook_loop(b: _Bench, args: argparse.Namespace) -> dict[str, Any]:
         for x, _ in test:           # warm-up pass (workers start, kernels chosen)
             base(x.to(device))
             break
-        _reset_peak(device)
+        reset_device_peak(device)
         _sync(device)
         t0 = time.perf_counter()
         for x, _ in test:
             base(x.to(device)).softmax(1).cpu()
         _sync(device)
     return {"train": train, "infer": n_inf / (time.perf_counter() - t0),
-            "train_peak": train_peak, "infer_peak": _peak_mb(device)}
+            "train_peak": train_peak, "infer_peak": device_peak_mb(device)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

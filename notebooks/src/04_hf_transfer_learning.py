@@ -185,13 +185,7 @@ finetune_test_acc = float((finetune_probs.argmax(1) == data.test.labels).mean())
 # %%
 import pandas as pd
 
-strategies = {
-    run.extra["strategy"]: {
-        "epochs": run.epochs, "trainable_params": run.extra["trainable"]["trainable_params"],
-        "train_seconds": round(run.train_seconds, 1), "cpu_seconds": round(run.cpu_seconds, 1),
-        "val_acc": round(run.final_val_acc, 4), "test_acc": round(acc, 4)}
-    for run, acc in ((probe, probe_test_acc), (finetune, finetune_test_acc))
-}
+strategies = hf_train.strategy_table([(probe, probe_test_acc), (finetune, finetune_test_acc)])
 final = "fine_tune" if finetune.final_val_acc >= probe.final_val_acc else "linear_probe"
 if final == "linear_probe":
     hf_train.restore_weights(model, probe_weights)
