@@ -33,7 +33,8 @@ from .paths import atomic_write, atomic_write_text, resolve_path
 from .records import RunRecord, find_records, write_record
 
 __all__ = ["finish_run", "example_indices", "record_class_table", "load_test_probabilities",
-           "other_runs_summary", "MissingRun", "FoundRuns", "find_runs", "produce_command"]
+           "other_runs_summary", "MissingRun", "FoundRuns", "find_runs", "produce_command",
+           "with_rerun_command"]
 
 def example_indices(labels: np.ndarray, n: int = 10, seed: int = 0) -> np.ndarray:
     """``n`` fixed test indices spread over the classes (the same for every model)."""
@@ -237,7 +238,8 @@ def _concerns(path: Path, slug: str, profile: str) -> bool:
     return len(parts) != 3 or (parts[1] == slug and parts[2] == profile)
 
 
-def _with_command(reason: str, path: Path, profile: str, dataset: str) -> str:
+def with_rerun_command(reason: str, path: Path, profile: str, dataset: str) -> str:
+    """``reason`` followed by the command that re-creates the run whose file is ``path``."""
     prefix = path.name.split("_", 1)[0]
     if not prefix.isdigit():
         return reason
@@ -253,7 +255,7 @@ def find_runs(outputs_dir: str | Path, dataset: str, profile: str) -> FoundRuns:
     """
     slug = parse_spec(dataset).slug
     records, problems = find_records(resolve_path(outputs_dir), dataset=dataset, profile=profile)
-    problems = [(p, _with_command(why, p, profile, dataset)) for p, why in problems
+    problems = [(p, with_rerun_command(why, p, profile, dataset)) for p, why in problems
                 if _concerns(p, slug, profile)]
     mine = sorted(records, key=lambda r: r.notebook)
     present = {r.notebook[:2] for r in mine} | {p.name[:2] for p, _ in problems}

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..paths import resolve_path
 from ..records import RunRecord
-from ..runs import MissingRun, _with_command, find_runs, load_test_probabilities
+from ..runs import MissingRun, with_rerun_command, find_runs, load_test_probabilities
 
 __all__ = ["Run", "MissingRun", "RunSet", "load_runs"]
 
@@ -137,7 +137,7 @@ def load_runs(outputs_dir: str | os.PathLike[str], dataset: str, profile: str) -
         run.label = _label(rec, taken)
         taken.add(run.label)
         runs.append(run)
-    problems = [(p, _with_command(why, p, profile, dataset)) for p, why in problems]
+    problems = [(p, with_rerun_command(why, p, profile, dataset)) for p, why in problems]
     return RunSet(dataset=dataset, slug=found.slug, profile=profile, outputs_dir=out, runs=runs,
                   missing=found.missing, problems=found.problems + problems)
 
