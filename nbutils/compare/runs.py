@@ -10,7 +10,7 @@ import numpy as np
 
 from ..paths import resolve_path
 from ..records import RunRecord
-from ..runs import MissingRun, with_rerun_command, find_runs, load_test_probabilities
+from ..runs import MissingRun, find_runs, load_test_probabilities, with_rerun_command
 
 __all__ = ["Run", "MissingRun", "RunSet", "load_runs"]
 
