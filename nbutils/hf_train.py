@@ -37,7 +37,7 @@ from . import hf_offline  # sets USE_TF=0 (and friends) before transformers load
 from .fitting import FitResult, Stopwatch
 from .frameworks.registry import ModelRegistry
 from .inference import ClassifierInfo, check_outputs, read_classifier_info, write_classifier_info
-from .paths import clear_folder, make_temp_dir
+from .paths import clear_folder, make_temp_dir, replace_folder
 from .settings import Settings
 
 import torch  # noqa: E402
@@ -658,13 +658,7 @@ def save_classifier(model_dir: str | os.PathLike[str], model: Any, info: Classif
         if not _is_timm(processor):  # timm keeps its processor settings in config.json
             processor.save_pretrained(tmp)
         write_classifier_info(tmp, info)
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-__all__ = ["resize_image", "resize_images", "as_image_batch"]
+__all__ = ["resize_image", "resize_images", "as_image_batch", "FIT_POLICIES", "fit_image"]
 
 
 def resize_image(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
@@ -31,3 +31,23 @@ def as_image_batch(images: object) -> np.ndarray:
     if arr.ndim != 4:
         raise ValueError(f"images must be (N, H, W, 3); got shape {arr.shape}")
     return arr
+
+
+FIT_POLICIES = ("squash", "crop")
+
+
+def fit_image(image: Image.Image | np.ndarray, size: int, policy: str = "squash") -> np.ndarray:
+    """A photo of any shape as a uint8 ``size`` x ``size`` array.
+
+    ``squash`` resizes the whole picture to a square (the aspect ratio changes; this is
+    what the data layer did to every training image), ``crop`` first cuts the largest
+    centred square (nothing is distorted, the borders of the longer side are lost).
+    """
+    if policy not in FIT_POLICIES:
+        raise ValueError(f"Unknown fit policy {policy!r}; use one of {FIT_POLICIES}")
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+    if policy == "crop" and img.size[0] != img.size[1]:
+        side = min(img.size)
+        left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    return resize_image(img, size)

@@ -19,7 +19,7 @@ from .frameworks.registry import UnknownFrameworkError, get_framework
 from .paths import atomic_write_text, resolve_path
 
 __all__ = ["ClassifierInfo", "Classifier", "write_classifier_info", "read_classifier_info",
-           "check_outputs", "load_classifier"]
+           "check_outputs", "load_classifier", "training_size", "run_record_of"]
 
 INFO_FILE = "classifier.json"
 
@@ -35,6 +35,7 @@ class ClassifierInfo:
     mean: list[float]
     std: list[float]
     extra: dict[str, Any] = field(default_factory=dict)
+    source_size: int | None = None  # side of the training images before the model's resize
 
 
 class Classifier(Protocol):
@@ -98,3 +99,39 @@ def load_classifier(model_dir: str | Path, device: str = "cpu") -> Classifier:
     except UnknownFrameworkError as exc:
         raise ValueError(f"{folder / INFO_FILE}: {exc}") from exc
     return framework.load_module().load_classifier(folder, info, device=device)
+
+
+def run_record_of(model_dir: str | Path) -> Any:
+    """The run record of a model saved under ``outputs/models/<run id>/``, or ``None``.
+
+    The record is ``outputs/metrics/<run id>.json`` beside the ``models`` folder; a
+    model folder copied elsewhere has none.
+    """
+    from .records import RecordError, read_record
+
+    folder = resolve_path(model_dir)
+    path = folder.parent.parent / "metrics" / f"{folder.name}.json"
+    if not path.is_file():
+        return None
+    try:
+        return read_record(path)
+    except (RecordError, OSError, ValueError):
+        return None
+
+
+def training_size(info: ClassifierInfo, model_dir: str | Path | None = None) -> int:
+    """The side the training images had when the data layer handed them to the model.
+
+    Every dataset is squashed to ``data.image_size`` squares before training; a model
+    with a larger input (notebook 04's 176 px) resized those squares itself. A new
+    image is prepared the same way: first fitted to this size, then given to the
+    model. Read from ``classifier.json`` (``source_size``), else from the run record's
+    config, else the model's input size.
+    """
+    if info.source_size:
+        return int(info.source_size)
+    if info.extra.get("source_size"):
+        return int(info.extra["source_size"])
+    record = run_record_of(model_dir) if model_dir is not None else None
+    size = ((record.config.get("data") or {}).get("image_size") if record is not None else None)
+    return int(size) if size else int(info.image_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 
 __all__ = ["project_root", "configs_dir", "resolve_path", "display_path", "atomic_write",
            "atomic_write_text", "atomic_write_json", "json_default", "current_umask",
-           "make_temp_dir", "remove_stale_temp_dirs", "clear_folder"]
+           "make_temp_dir", "replace_folder", "remove_stale_temp_dirs", "clear_folder"]
 
 
 def _looks_like_root(path: Path) -> bool:
@@ -83,6 +84,22 @@ def make_temp_dir(target: str | os.PathLike[str]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp{os.getpid()}.", dir=target.parent))
     os.chmod(tmp, 0o777 & ~current_umask())
     return tmp
+
+
+def replace_folder(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Move the finished folder ``tmp`` to ``target``, replacing what was there.
+
+    The old folder is first renamed aside, so ``target`` is never half written.
+    """
+    tmp, target = Path(tmp), Path(target)
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def clear_folder(folder: str | os.PathLike[str], keep: tuple[str, ...] = ()) -> Path:

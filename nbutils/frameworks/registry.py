@@ -22,7 +22,8 @@ from typing import Any
 
 __all__ = ["Framework", "FRAMEWORKS", "UnknownFrameworkError", "register_framework",
            "get_framework", "frameworks", "framework_ids", "training_notebooks",
-           "framework_of_notebook", "benchmarks", "gradcam_backends", "ModelRegistry"]
+           "framework_of_notebook", "benchmarks", "gradcam_backends", "onnx_exporters",
+           "ModelRegistry"]
 
 
 class UnknownFrameworkError(KeyError):
@@ -48,6 +49,8 @@ class Framework:
         benchmark_module: the module whose ``main(argv)`` runs that benchmark.
         native_modules: module prefixes of its native model classes, which tell
             Grad-CAM which backend explains a model passed in directly.
+        onnx_exporter: the module whose ``export_graph(classifier, path, source_size)``
+            writes the model's ONNX graph (``python -m nbutils.export``).
     """
 
     id: str
@@ -58,6 +61,7 @@ class Framework:
     benchmark: str = ""
     benchmark_module: str = ""
     native_modules: tuple[str, ...] = ()
+    onnx_exporter: str = ""
 
     @property
     def prefix(self) -> str:
@@ -87,6 +91,11 @@ def _unknown(kind: str, name: str, valid: list[str]) -> UnknownFrameworkError:
 def gradcam_backends() -> dict[str, str]:
     """Framework id -> its Grad-CAM backend module."""
     return {f.id: f.gradcam_backend for f in frameworks() if f.gradcam_backend}
+
+
+def onnx_exporters() -> dict[str, str]:
+    """Framework id -> the module that exports its models to ONNX."""
+    return {f.id: f.onnx_exporter for f in frameworks() if f.onnx_exporter}
 
 
 def get_framework(framework_id: str) -> Framework:
@@ -179,12 +188,17 @@ class ModelRegistry:
 register_framework(Framework(
     id="pytorch", label="PyTorch", notebook="02_pytorch_alexnet", module="nbutils.torch_train",
     gradcam_backend="nbutils.gradcam.torch_backend", benchmark="torch",
-    benchmark_module="nbutils.benchmarks.torch_bench", native_modules=("torch.nn.",)))
+    benchmark_module="nbutils.benchmarks.torch_bench", native_modules=("torch.nn.",),
+    onnx_exporter="nbutils.export.torch_onnx"))
 register_framework(Framework(
     id="keras", label="Keras", notebook="03_keras_cnn", module="nbutils.keras_train",
     gradcam_backend="nbutils.gradcam.keras_backend", benchmark="keras",
-    benchmark_module="nbutils.benchmarks.keras_bench", native_modules=("keras.", "tf_keras.")))
+    benchmark_module="nbutils.benchmarks.keras_bench", native_modules=("keras.", "tf_keras."),
+    onnx_exporter="nbutils.export.keras_onnx"))
 register_framework(Framework(
     id="huggingface", label="Hugging Face", notebook="04_hf_transfer_learning",
     module="nbutils.hf_train", gradcam_backend="nbutils.gradcam.hf_backend", benchmark="hf",
-    benchmark_module="nbutils.benchmarks.hf_bench", native_modules=("transformers.",)))
+    benchmark_module="nbutils.benchmarks.hf_bench", native_modules=("transformers.",),
+    onnx_exporter="nbutils.export.torch_onnx"))
+# exported models: no training notebook, reloaded with ONNX Runtime alone
+register_framework(Framework(id="onnx", label="ONNX Runtime", module="nbutils.export.runtime"))
