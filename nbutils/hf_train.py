@@ -627,8 +627,13 @@ class HFClassifier:
 
 
 def classifier_info(model: Any, processor: Any, image_size: int, checkpoint: str,
-                    extra: dict[str, Any] | None = None) -> ClassifierInfo:
-    """The ``classifier.json`` contents for a fine-tuned model."""
+                    extra: dict[str, Any] | None = None,
+                    source_size: int | None = None) -> ClassifierInfo:
+    """The ``classifier.json`` contents for a fine-tuned model.
+
+    ``source_size`` is the side of the dataset's images before the processor
+    resized them (``data.image_size``): new photos are fitted to it first.
+    """
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if _is_timm(processor):
         mean, std = processor.data_config["mean"], processor.data_config["std"]
@@ -637,7 +642,8 @@ def classifier_info(model: Any, processor: Any, image_size: int, checkpoint: str
     return ClassifierInfo(framework="huggingface", model=type(model).__name__, class_names=names,
                           image_size=int(image_size), mean=[float(v) for v in mean],
                           std=[float(v) for v in std],
-                          extra={"checkpoint": checkpoint, **(extra or {})})
+                          extra={"checkpoint": checkpoint, **(extra or {})},
+                          source_size=None if source_size is None else int(source_size))
 
 
 def save_classifier(model_dir: str | os.PathLike[str], model: Any, info: ClassifierInfo, *,

@@ -514,6 +514,7 @@ def classifier_info(data: Any, model_name: str = "keras_cnn", tta_flip: bool = F
         extra={"file": MODEL_FILE, "input": "uint8 NHWC; rescaling and normalisation inside",
                "tta_flip": bool(tta_flip),
                "keras": keras.__version__, "tensorflow": tf.__version__, **dict(extra or {})},
+        source_size=int(data.image_size),
     )
 
 

@@ -34,7 +34,7 @@ from .records import RunRecord, find_records, write_record
 
 __all__ = ["finish_run", "example_indices", "record_class_table", "load_test_probabilities",
            "other_runs_summary", "MissingRun", "FoundRuns", "find_runs", "produce_command",
-           "with_rerun_command"]
+           "with_rerun_command", "load_run_data"]
 
 def example_indices(labels: np.ndarray, n: int = 10, seed: int = 0) -> np.ndarray:
     """``n`` fixed test indices spread over the classes (the same for every model)."""
@@ -263,3 +263,16 @@ def find_runs(outputs_dir: str | Path, dataset: str, profile: str) -> FoundRuns:
                for prefix, fw in training_notebooks().items() if prefix not in present]
     return FoundRuns(dataset=dataset, slug=slug, profile=profile, records=mine,
                      missing=missing, problems=problems)
+
+
+def load_run_data(record: RunRecord) -> ImageData:
+    """The dataset of a run, split as it was trained (never downloads; quiet)."""
+    from .data import load
+
+    d = dict(record.config.get("data") or {})
+    return load(record.dataset, image_size=int(d.get("image_size", 32)), seed=int(record.seed),
+                val_fraction=d.get("val_fraction", 0.1), test_fraction=d.get("test_fraction", 0.15),
+                max_train_per_class=d.get("max_train_per_class"),
+                max_test_per_class=d.get("max_test_per_class"),
+                data_dir=(record.config.get("paths") or {}).get("data_dir", "data"),
+                num_workers=1, download=False, progress=False)

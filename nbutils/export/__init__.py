@@ -34,6 +34,7 @@ from ..inference import (
     write_classifier_info,
 )
 from ..paths import atomic_write_json, make_temp_dir, replace_folder, resolve_path
+from ..runs import load_run_data
 from .runtime import ONNX_FILE
 from .runtime import load_classifier as load_onnx
 
@@ -110,19 +111,6 @@ def compare_probs(reference: np.ndarray, probs: np.ndarray,
                   accuracy=acc)
 
 
-def _run_data(record: Any) -> Any:
-    """The run's dataset, split as it was trained (never downloads)."""
-    from ..data import load
-
-    d = dict(record.config.get("data") or {})
-    return load(record.dataset, image_size=int(d.get("image_size", 32)), seed=int(record.seed),
-                val_fraction=d.get("val_fraction", 0.1), test_fraction=d.get("test_fraction", 0.15),
-                max_train_per_class=d.get("max_train_per_class"),
-                max_test_per_class=d.get("max_test_per_class"),
-                data_dir=(record.config.get("paths") or {}).get("data_dir", "data"),
-                num_workers=1, download=False, progress=False)
-
-
 def parity_images(model_dir: str | Path, size: int, n_random: int = 60
                   ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Images to check an export on: ``(uint8 images at size, labels or None, description)``.
@@ -136,7 +124,7 @@ def parity_images(model_dir: str | Path, size: int, n_random: int = 60
     record = run_record_of(model_dir)
     if record is not None:
         try:
-            test = _run_data(record).test
+            test = load_run_data(record).test
             if len(test) and test.images.shape[1] == size:
                 return test.images, test.labels, f"test images of {record.dataset}"
         except Exception:  # noqa: BLE001 - dataset gone or unreadable: fall back below
