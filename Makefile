@@ -14,7 +14,7 @@ PARAMS  ?=
 KERNEL_NAME ?= cnn-course
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
-.PHONY: help venv course test unit nbval lab notebooks lint bench tensorboard clean-outputs clean-data
+.PHONY: help venv course test unit nbval lab notebooks lint bench tensorboard demo clean-outputs clean-data
 
 help:
 	@echo "make course   run every notebook (PROFILE=$(PROFILE) DATASET=$(DATASET) ONLY=$(ONLY) PARAMS=\"$(PARAMS)\")"
@@ -22,6 +22,7 @@ help:
 	@echo "make lab      open JupyterLab with the '$(KERNEL_NAME)' kernel"
 	@echo "make notebooks  rebuild notebooks/*.ipynb from notebooks/src and store smoke outputs"
 	@echo "make lint     ruff;  make bench  print the benchmarks;  make tensorboard  training curves"
+	@echo "make demo MODEL=outputs/models/<run id>   a web page that classifies your photos"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,10 +66,15 @@ bench: venv
 tensorboard: venv
 	$(VENV)/bin/tensorboard --logdir outputs/tensorboard
 
+MODEL ?=
+demo: venv
+	@test -n "$(MODEL)" || { echo "Say which model: make demo MODEL=outputs/models/<run id> (ls outputs/models)"; exit 2; }
+	$(PY) -m nbutils.demo $(MODEL)
+
 clean-outputs:
 	rm -rf outputs/metrics outputs/figures outputs/predictions outputs/notebooks outputs/models \
 		outputs/checkpoints outputs/logs outputs/tensorboard outputs/comparison \
-		outputs/comparison-smoke outputs/gradcam
+		outputs/comparison-smoke outputs/gradcam outputs/demo_examples
 
 clean-data:
 	rm -rf data/processed

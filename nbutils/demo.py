@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     try:
-        launch(args.model_dir, port=args.port, share=args.share, host=args.host,
+        launch(Path(args.model_dir).expanduser().absolute(), port=args.port, share=args.share, host=args.host,
                device=args.device)
     except (FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

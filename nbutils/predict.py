@@ -284,6 +284,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; 0 when every input was classified, 2 when some were not."""
     args = _parser().parse_args(argv)
+    for name in ("model_dir", "json", "gradcam"):  # paths typed on a command line: from here
+        value = getattr(args, name)
+        if value and value != "-":
+            setattr(args, name, str(Path(value).expanduser().absolute()))
     if args.top_k < 1:
         print("error: --top-k must be at least 1", file=sys.stderr)
         return 1

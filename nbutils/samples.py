@@ -16,12 +16,12 @@ from .paths import atomic_write
 
 __all__ = ["SAMPLE_PHOTOS", "sample_photo", "sample_photos", "write_sample_photos"]
 
-# file name -> (scikit-image function, what the photo shows)
+# file name -> (scikit-image function, what the photo shows, its CIFAR-10 class or None)
 SAMPLE_PHOTOS = {
-    "chelsea_the_cat.jpg": ("chelsea", "a cat (a CIFAR-10 class)"),
-    "rocket.jpg": ("rocket", "a rocket on its launch pad (no CIFAR-10 class)"),
-    "astronaut.jpg": ("astronaut", "an astronaut (no CIFAR-10 class)"),
-    "coffee.jpg": ("coffee", "a cup of coffee (no CIFAR-10 class)"),
+    "chelsea_the_cat.jpg": ("chelsea", "a cat", "cat"),
+    "rocket.jpg": ("rocket", "a rocket on its launch pad", None),
+    "astronaut.jpg": ("astronaut", "an astronaut", None),
+    "coffee.jpg": ("coffee", "a cup of coffee", None),
 }
 
 
@@ -29,7 +29,7 @@ def sample_photo(name: str) -> np.ndarray:
     """One sample photo as uint8 (H, W, 3), by file name or scikit-image name."""
     import skimage.data
 
-    by_skimage = {fn: key for key, (fn, _) in SAMPLE_PHOTOS.items()}
+    by_skimage = {fn: key for key, (fn, _, _) in SAMPLE_PHOTOS.items()}
     func = SAMPLE_PHOTOS[name][0] if name in SAMPLE_PHOTOS else name
     if func not in by_skimage:
         raise KeyError(f"Unknown sample photo {name!r}; choose from {', '.join(SAMPLE_PHOTOS)}")

@@ -57,6 +57,7 @@ def _make_dry_run(command: str) -> str:
 def test_every_readme_command_is_checked() -> None:
     checked = {c for c in readme_commands()
                if c.startswith(("make ", "python -m nbutils.run", "python -m nbutils.bench",
+                                "python -m nbutils.predict", "python -m nbutils.export",
                                 "source "))}
     rest = set(readme_commands()) - checked - set(NOT_RUN_HERE)
     assert not rest, f"README commands no test checks: {sorted(rest)}"
@@ -113,3 +114,36 @@ def test_the_course_runner_command_runs_as_written(tmp_path: Path) -> None:
                                                                 proc.stdout)
     record = root / "outputs" / "metrics" / "02_pytorch_alexnet__imagefolder-photos__smoke__epochs-5.json"
     assert record.is_file(), sorted(p.name for p in (root / "outputs" / "metrics").iterdir())
+
+
+@pytest.mark.parametrize("tool", ["nbutils.predict", "nbutils.export"])
+def test_the_use_your_model_commands_run_as_written(tool: str, tmp_path: Path) -> None:
+    """The README's predict and export commands, on a small saved model in their folder."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from nbutils import torch_models as tm
+    from nbutils import torch_train as tt
+    from nbutils.inference import ClassifierInfo
+
+    [command] = [c for c in readme_commands() if c.startswith(f"python -m {tool} ")]
+    args = shlex.split(command)
+    model_dir = tmp_path / args[3]
+    torch.manual_seed(0)
+    config = tm.AlexNetConfig(num_classes=3, widths=[8, 16, 16, 16, 16], fc_width=32)
+    tt.save_classifier(model_dir, tm.build_model(config), ClassifierInfo(
+        framework="pytorch", model=config.name, class_names=["a", "b", "c"], image_size=32,
+        mean=[0.5] * 3, std=[0.25] * 3))
+    rng = np.random.default_rng(0)
+    for name in ("photo.jpg", "my_photos/one.png", "my_photos/two.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)).save(tmp_path / name)
+    proc = subprocess.run([sys.executable, *args[1:]], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    if tool == "nbutils.predict":
+        assert proc.stdout.count("  1. ") == 3 and (tmp_path / "cam.png").is_file()
+    else:
+        assert "top-1 agreement 100.00%" in proc.stdout
+        assert (model_dir / "onnx" / "model.onnx").is_file()
+        assert (model_dir / "onnx-int8" / "model.onnx").is_file()

@@ -74,7 +74,7 @@ def photos(tmp_path: Path) -> Path:
     Image.fromarray(rgb[:, :, 0]).save(folder / "gray.png")
     Image.fromarray(np.dstack([rgb, np.full((40, 70), 128, np.uint8)])).save(folder / "rgba.png")
     Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 200)).save(folder / "deep16.png")
+    Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 200).save(folder / "deep16.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (folder / "notes.txt").write_text("not an image")
     return folder
@@ -353,3 +353,28 @@ def test_demo_page_renders_in_headless_chromium(demo_url) -> None:
                            "--virtual-time-budget=15000", "--dump-dom", url],
                           capture_output=True, text=True, timeout=120)
     assert predictor.info.model in proc.stdout and "Top 5" in proc.stdout
+
+
+def test_comparison_times_the_onnx_export_too(torch_dir: Path, shapes_data) -> None:
+    pytest.importorskip("onnxruntime")
+    from nbutils.compare.speed import _measure_here, speed_summary
+
+    settings = {"batch_size": 8, "latency_repeats": 5, "warmup_repeats": 1,
+                "throughput_batches": 1, "budget_s": 5.0, "onnx": True}
+    figures = _measure_here(torch_dir, shapes_data.test.images, None, settings, "cpu", None)
+    assert figures["onnx_latency_ms"] > 0 and figures.get("onnx_error") is None
+
+    class Unexportable:  # a classifier of a framework without an ONNX exporter
+        info = ClassifierInfo("numpy", "m", ["a", "b"], 16, [0.5] * 3, [0.2] * 3)
+
+        def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+            return np.full((len(images), 2), 0.5, np.float32)
+
+    figures = _measure_here(torch_dir, shapes_data.test.images, None, settings, "cpu",
+                            lambda folder, device: Unexportable())
+    assert figures.get("onnx_latency_ms") is None and "cannot be exported" in figures["onnx_error"]
+    from nbutils.compare.speed import SpeedResult
+
+    text = speed_summary({"m": SpeedResult("m", "cpu", 1.0, 2.0, 2.5, 5, 100.0, 1, 8, 0.1,
+                                           onnx_latency_ms=0.5)})
+    assert "ONNX Runtime" in text

@@ -72,6 +72,7 @@ MAIN_COLUMNS: list[tuple[str, str, str]] = [
     ("size MiB", "size_mib", ""),
     ("train s", "train_s", ""),
     ("latency ms (b=1)", "latency_ms", ""),
+    ("ONNX RT ms (b=1)", "onnx_latency_ms", ""),
     ("img/s (b={batch})", "throughput_ips", ""),
     ("peak MiB host/dev", "peak", "peak"),
 ]

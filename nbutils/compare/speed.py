@@ -41,6 +41,8 @@ class SpeedResult:
     batch_size: int = 0
     load_seconds: float | None = None
     reload_agreement: float | None = None
+    onnx_latency_ms: float | None = None  # the same model exported, run by ONNX Runtime
+    onnx_error: str | None = None
     error: str | None = None
 
 
@@ -153,6 +155,7 @@ def measure_runs(
     check_reload: bool = True,
     timeout_s: float = 900.0,
     progress: bool = True,
+    onnx: bool = False,
 ) -> dict[str, SpeedResult]:
     """Reload and time every run's saved model, one at a time, with the same harness.
 
@@ -175,6 +178,9 @@ def measure_runs(
     model's predictions on the first batch are compared with the run's saved ones.
     ``budget_s`` caps the seconds spent on each model's latency and throughput
     timings (see :func:`time_calls`); ``timeout_s`` the whole of an isolated run.
+    With ``onnx``, each model is also exported to ONNX (a temporary folder, checked by
+    :func:`nbutils.export.export_onnx`) and its batch-1 latency under ONNX Runtime is
+    measured the same way (``onnx_latency_ms``; ``onnx_error`` says why not).
     """
     from tqdm.auto import tqdm
 
@@ -182,7 +188,7 @@ def measure_runs(
         raise TypeError("with isolate=True, pass loader as a 'module:function' string")
     settings = {"batch_size": batch_size, "latency_repeats": latency_repeats,
                 "warmup_repeats": warmup_repeats, "throughput_batches": throughput_batches,
-                "budget_s": budget_s}
+                "budget_s": budget_s, "onnx": onnx}
     images = np.ascontiguousarray(images)
     results: dict[str, SpeedResult] = {}
     bar = tqdm(runset.runs, desc="timing models", disable=not progress)
@@ -215,8 +221,8 @@ def _measure_run(run: Any, images: np.ndarray, reference: np.ndarray | None,
         res.error = f"could not load or run {folder.name}: {type(exc).__name__}: {exc}"
         return res
     for name in ("load_seconds", "latency_ms", "latency_p90_ms", "throughput_ips",
-                 "reload_agreement"):
-        setattr(res, name, figures[name])
+                 "reload_agreement", "onnx_latency_ms", "onnx_error"):
+        setattr(res, name, figures.get(name))
     res.latency_repeats = int(figures["latency_repeats"])
     res.throughput_batches = int(figures["throughput_batches"])
     return res
@@ -249,15 +255,43 @@ def _measure_here(folder: Path, images: np.ndarray, reference: np.ndarray | None
                   loader: Callable[..., Any] | str | None) -> dict[str, Any]:
     """Load one model in this process, measure it, release it."""
     load = _resolve_loader(loader)
+    settings = dict(settings)
+    onnx = settings.pop("onnx", False)
     start = time.perf_counter()
     clf = load(folder, device=device)
     load_seconds = time.perf_counter() - start
     try:
         figures = measure_classifier(clf, images, reference_probs=reference, **settings)
+        if onnx:
+            figures.update(_onnx_latency(clf, folder, images, settings))
     finally:
         del clf
         gc.collect()
     return {**figures, "load_seconds": load_seconds}
+
+
+def _onnx_latency(clf: Any, folder: Path, images: np.ndarray,
+                  settings: dict[str, Any]) -> dict[str, Any]:
+    """Export ``clf`` to a temporary ONNX folder and time its batch-1 predictions."""
+    try:
+        from ..export import export_onnx
+        from ..export.runtime import load_classifier as load_onnx
+
+        with tempfile.TemporaryDirectory(prefix="nbutils-onnx-") as tmp:
+            export_onnx(folder, Path(tmp) / "onnx", images=images[:64], latency=False,
+                        classifier=clf)
+            exported = load_onnx(Path(tmp) / "onnx")
+            counter = iter(range(10 ** 9))
+
+            def one() -> Any:
+                i = next(counter) % len(images)
+                return exported.predict_proba(images[i:i + 1], batch_size=1)
+
+            times = time_calls(one, settings["latency_repeats"], settings["warmup_repeats"],
+                               budget_s=settings.get("budget_s"))
+        return {"onnx_latency_ms": float(np.median(times) * 1e3)}
+    except Exception as exc:  # noqa: BLE001 - the framework's timings still count
+        return {"onnx_error": f"{type(exc).__name__}: {exc}"}
 
 
 def _measure_isolated(folder: Path, images: np.ndarray, reference: np.ndarray | None,
@@ -329,6 +363,11 @@ def speed_summary(speed: Mapping[str, SpeedResult], width: int = 34) -> str:
                      f"(p90 {sp.latency_p90_ms:.2f} ms, {sp.latency_repeats} calls); "
                      f"batch {sp.batch_size}: {sp.throughput_ips:,.0f} images/s "
                      f"({sp.throughput_batches} batches){check}")
+        if sp.onnx_latency_ms is not None:
+            lines.append(f"{'':<{width}} exported to ONNX: batch 1: {sp.onnx_latency_ms:.2f} ms "
+                         "median under ONNX Runtime")
+        elif sp.onnx_error:
+            lines.append(f"{'':<{width}} ONNX export not timed: {sp.onnx_error}")
     return "\n".join(lines)
 
 

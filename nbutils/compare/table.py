@@ -22,7 +22,7 @@ from .stats import (
 __all__ = ["build_table", "per_class_table", "Comparison", "build_comparison"]
 
 # Table columns that hold costs; for the ensemble they are the sums over its members.
-_SUMMED = ("params", "size_mib", "train_s", "latency_ms")
+_SUMMED = ("params", "size_mib", "train_s", "latency_ms", "onnx_latency_ms")
 
 
 def _metric_row(label: str, labels: np.ndarray, probs: np.ndarray, class_names: list[str],
@@ -41,6 +41,44 @@ def _metric_row(label: str, labels: np.ndarray, probs: np.ndarray, class_names: 
     return row
 
 
+def _run_row(run: Any, class_names: list[str], sp: SpeedResult | None,
+             ece_bins: int) -> dict[str, Any]:
+    """One model's row: metrics from its test probabilities, costs from its record and timing."""
+    rec = run.record
+    row = _metric_row(run.label, run.labels, run.probs, class_names, ece_bins)
+    row.update({
+        "framework": rec.framework, "notebook": rec.notebook, "params": rec.num_params,
+        "size_mib": sp.size_mib if sp else None, "epochs": len(rec.history),
+        "train_s": rec.train_seconds,
+        "latency_ms": sp.latency_ms if sp else None,
+        "latency_p90_ms": sp.latency_p90_ms if sp else None,
+        "onnx_latency_ms": sp.onnx_latency_ms if sp else None,
+        "throughput_ips": sp.throughput_ips if sp else None,
+        "train_peak_host_mib": rec.peak_memory_mb.get("host_rss"),
+        "train_peak_device_mib": rec.peak_memory_mb.get("device"),
+    })
+    return row
+
+
+def _ensemble_row(ensemble: EnsembleResult, runset: RunSet, rows: list[dict[str, Any]],
+                  ece_bins: int) -> dict[str, Any]:
+    """The ensemble's row: its own metrics, the summed costs of its members."""
+    row = _metric_row(ensemble.label, runset.labels, ensemble.probs, runset.class_names,
+                      ece_bins)
+    row.update({"framework": "ensemble", "notebook": "+".join(ensemble.members)})
+    members = [r for r in rows if r["model"] in ensemble.members]
+    for col in _SUMMED:
+        vals = [r[col] for r in members]
+        row[col] = None if any(v is None for v in vals) else float(sum(vals))
+    thr = [r["throughput_ips"] for r in members]
+    row["throughput_ips"] = (None if any(not v for v in thr)
+                             else 1.0 / sum(1.0 / v for v in thr))
+    for col in ("train_peak_host_mib", "train_peak_device_mib"):
+        vals = [r[col] for r in members if r[col] is not None]
+        row[col] = max(vals) if vals else None
+    return row
+
+
 def build_table(
     runset: RunSet,
     speed: Mapping[str, SpeedResult] | None = None,
@@ -51,7 +89,7 @@ def build_table(
 
     Columns: ``framework, notebook, accuracy, acc_ci_low, acc_ci_high,
     macro_precision, macro_recall, macro_f1, ece, params, size_mib, epochs,
-    train_s, latency_ms, latency_p90_ms, throughput_ips, train_peak_host_mib,
+    train_s, latency_ms, latency_p90_ms, onnx_latency_ms, throughput_ips, train_peak_host_mib,
     train_peak_device_mib`` and ``err_<class>`` (top-1 error per class = 1 -
     recall). Metrics come from the saved test probabilities; latency, throughput
     and size from ``speed``. For the ensemble, parameters, size, training time and
@@ -61,40 +99,14 @@ def build_table(
     import pandas as pd
 
     speed = speed or {}
-    rows = []
-    for run in runset.runs:
-        rec = run.record
-        row = _metric_row(run.label, run.labels, run.probs, runset.class_names, ece_bins)
-        sp = speed.get(run.label)
-        row.update({
-            "framework": rec.framework, "notebook": rec.notebook, "params": rec.num_params,
-            "size_mib": sp.size_mib if sp else None, "epochs": len(rec.history),
-            "train_s": rec.train_seconds,
-            "latency_ms": sp.latency_ms if sp else None,
-            "latency_p90_ms": sp.latency_p90_ms if sp else None,
-            "throughput_ips": sp.throughput_ips if sp else None,
-            "train_peak_host_mib": rec.peak_memory_mb.get("host_rss"),
-            "train_peak_device_mib": rec.peak_memory_mb.get("device"),
-        })
-        rows.append(row)
+    rows = [_run_row(run, runset.class_names, speed.get(run.label), ece_bins)
+            for run in runset.runs]
     if ensemble is not None:
-        row = _metric_row(ensemble.label, runset.labels, ensemble.probs, runset.class_names,
-                          ece_bins)
-        row.update({"framework": "ensemble", "notebook": "+".join(ensemble.members)})
-        members = [r for r in rows if r["model"] in ensemble.members]
-        for col in _SUMMED:
-            vals = [r[col] for r in members]
-            row[col] = None if any(v is None for v in vals) else float(sum(vals))
-        thr = [r["throughput_ips"] for r in members]
-        row["throughput_ips"] = (None if any(not v for v in thr)
-                                 else 1.0 / sum(1.0 / v for v in thr))
-        for col in ("train_peak_host_mib", "train_peak_device_mib"):
-            vals = [r[col] for r in members if r[col] is not None]
-            row[col] = max(vals) if vals else None
-        rows.append(row)
+        rows.append(_ensemble_row(ensemble, runset, rows, ece_bins))
     columns = ["model", "framework", "notebook", "accuracy", "acc_ci_low", "acc_ci_high",
                "macro_precision", "macro_recall", "macro_f1", "ece", "params", "size_mib",
-               "epochs", "train_s", "latency_ms", "latency_p90_ms", "throughput_ips",
+               "epochs", "train_s", "latency_ms", "latency_p90_ms", "onnx_latency_ms",
+               "throughput_ips",
                "train_peak_host_mib", "train_peak_device_mib"]
     columns += [f"err_{c}" for c in runset.class_names]
     table = pd.DataFrame(rows, columns=columns).set_index("model")

@@ -17,6 +17,7 @@ its size, latency and accuracy change.
 from __future__ import annotations
 
 import importlib
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -190,8 +191,12 @@ def quantize_int8(onnx_dir: str | Path, out: str | Path) -> Path:
     tmp = make_temp_dir(target)
     try:
         prepared = tmp / "prepared.onnx"
-        quant_pre_process(str(src / ONNX_FILE), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(str(prepared), str(tmp / ONNX_FILE), weight_type=QuantType.QUInt8)
+        logging.disable(logging.WARNING)  # it warns that the uint8 image input stays as it is
+        try:
+            quant_pre_process(str(src / ONNX_FILE), str(prepared), skip_symbolic_shape=True)
+            quantize_dynamic(str(prepared), str(tmp / ONNX_FILE), weight_type=QuantType.QUInt8)
+        finally:
+            logging.disable(logging.NOTSET)
         prepared.unlink()
         info.extra.update(quantized="dynamic int8 (onnxruntime.quantization)",
                           quantized_from=str(src))
@@ -225,7 +230,7 @@ def _latency_ms(clf: Any, images: np.ndarray, repeats: int = 30) -> float:
 
 def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, int8: bool = False,
                 images: np.ndarray | None = None, labels: np.ndarray | None = None,
-                latency: bool = True) -> ExportReport:
+                latency: bool = True, classifier: Any = None) -> ExportReport:
     """Export a saved course model to ONNX (``<model_dir>/onnx`` by default) and check it.
 
     Args:
@@ -235,13 +240,14 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, int8: b
         images, labels: uint8 images (and their classes) to check parity on; by
             default the run's test images (see :func:`parity_images`).
         latency: time batch-1 predictions of the framework and ONNX models.
+        classifier: the model already loaded from ``model_dir`` (saves loading it again).
 
     Raises:
         ExportError: the ONNX model disagrees with the framework on more than
             ``1 - MIN_AGREEMENT`` of the images (nothing is written then).
     """
     folder = resolve_path(model_dir)
-    clf = load_classifier(folder)
+    clf = classifier if classifier is not None else load_classifier(folder)
     if clf.info.framework == "onnx":
         raise ExportError(f"{folder} is already an ONNX export; pass the model folder it came "
                           f"from ({clf.info.extra.get('source_model', 'see its classifier.json')})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import ExportError, export_onnx
 
@@ -22,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
                              "its size, latency and accuracy change")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency timings")
     args = parser.parse_args(argv)
+    here = [None if p is None else Path(p).expanduser().absolute()  # relative to the shell
+            for p in (args.model_dir, args.out)]
     try:
-        report = export_onnx(args.model_dir, args.out, int8=args.int8,
+        report = export_onnx(here[0], here[1], int8=args.int8,
                              latency=not args.no_latency)
     except (ExportError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -218,7 +218,7 @@ model_dir = cfg.outputs_dir / "models" / run_id
 info = ClassifierInfo(framework="pytorch", model=model_config.name,
                       class_names=list(data.class_names), image_size=size,
                       mean=[float(v) for v in data.mean], std=[float(v) for v in data.std],
-                      extra={"tta_flip": bool(settings.tta_flip)})
+                      extra={"tta_flip": bool(settings.tta_flip)}, source_size=data.image_size)
 torch_train.save_classifier(model_dir, model, info)
 record = finish_run(
     cfg, data, notebook=NOTEBOOK, model=model_config.name, probs=probs, fit=result,

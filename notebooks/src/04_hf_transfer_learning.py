@@ -206,7 +206,8 @@ pd.DataFrame.from_dict(strategies, orient="index")
 # %%
 model_dir = cfg.outputs_dir / "models" / RUN_ID
 info = hf_train.classifier_info(model, processor, cfg.model.input_size, cfg.model.checkpoint,
-                                extra={"strategy": final, "source": ckpt.kind})
+                                extra={"strategy": final, "source": ckpt.kind},
+                                source_size=data.image_size)
 hf_train.save_classifier(model_dir, model, info, processor=processor)
 record = finish_run(
     cfg, data, notebook=NOTEBOOK, model=f"{cfg.model.checkpoint} ({final})", probs=probs,

@@ -126,7 +126,8 @@ if settings.measure_speed and runs.runs:
         runs, data.test.images, device=cfg.device, batch_size=settings.batch_size,
         latency_repeats=settings.latency_repeats, warmup_repeats=settings.warmup_repeats,
         throughput_batches=settings.throughput_batches, budget_s=settings.time_budget_s,
-        isolate=settings.isolate, threads=settings.threads, check_reload=same_images)
+        isolate=settings.isolate, threads=settings.threads, check_reload=same_images,
+        onnx=settings.onnx_latency)
 else:
     speed = {}
 print(compare.speed_summary(speed))
@@ -146,6 +147,7 @@ print(compare.speed_summary(speed))
 # | size MiB | the saved model folder on disk |
 # | train s | training time recorded by the notebook, for its own number of epochs (`epochs` in `table.csv`) |
 # | latency ms (b=1) | median time to classify one image, measured above |
+# | ONNX RT ms (b=1) | the same, for the model exported to ONNX and run by ONNX Runtime (notebook 07) |
 # | img/s (b=N) | throughput at the common batch size, measured above |
 # | peak MiB host/dev | peak memory of the training process (host RSS / GPU) from the record |
 #
