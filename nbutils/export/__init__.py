@@ -34,7 +34,7 @@ from ..inference import (
     training_size,
     write_classifier_info,
 )
-from ..paths import atomic_write_json, make_temp_dir, replace_folder, resolve_path
+from ..paths import atomic_write_json, display_path, make_temp_dir, replace_folder, resolve_path
 from ..runs import load_run_data
 from .runtime import ONNX_FILE
 from .runtime import load_classifier as load_onnx
@@ -78,7 +78,8 @@ class ExportReport:
     def summary(self) -> str:
         """A few lines a person reads: parity, then size and batch-1 latency per variant."""
         p = self.parity
-        lines = [f"exported {Path(self.source).name} ({self.framework}) -> {self.folder}",
+        lines = [f"exported {Path(self.source).name} ({self.framework}) -> "
+                 f"{display_path(self.folder)}",
                  f"parity on {p.n_images} {self.images}: max |diff| {p.max_abs_diff:.2e}, "
                  f"top-1 agreement {p.top1_agreement:.2%}"]
         if self.int8_parity is not None:

@@ -35,6 +35,7 @@ import nbutils
 from nbutils.data import load_for
 from nbutils.export import export_onnx
 from nbutils.images import fit_image
+from nbutils.paths import display_path
 from nbutils.predict import Predictor, read_image
 from nbutils.runs import find_runs
 from nbutils.samples import SAMPLE_PHOTOS, write_sample_photos
@@ -221,7 +222,7 @@ print(f"\nONNX vs {report.framework}: top-1 agreement {report.parity.top1_agreem
 from nbutils import demo  # noqa: E402
 from nbutils.gradcam.explorer import batch_execution  # noqa: E402
 
-print(f"python -m nbutils.demo {predictor.model_dir}")
+print(f"python -m nbutils.demo {display_path(predictor.model_dir)}")
 app = demo.build_app(predictor, demo.example_images(
     predictor, cfg.outputs_dir / "demo_examples" / predictor.model_dir.name))
 if launch_demo and not batch_execution():
