@@ -378,3 +378,31 @@ def test_comparison_times_the_onnx_export_too(torch_dir: Path, shapes_data) -> N
     text = speed_summary({"m": SpeedResult("m", "cpu", 1.0, 2.0, 2.5, 5, 100.0, 1, 8, 0.1,
                                            onnx_latency_ms=0.5)})
     assert "ONNX Runtime" in text
+
+
+def test_demo_examples_come_from_the_run_dataset_and_main_starts_it(
+        torch_dir: Path, tmp_path: Path, record_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gradio")
+    from nbutils import demo
+    from nbutils.records import write_record
+
+    outputs = tmp_path / "outputs"
+    record = record_factory(dataset="shapes:16", config={
+        "data": {"image_size": 16, "max_train_per_class": 10, "max_test_per_class": 4},
+        "paths": {"data_dir": str(tmp_path / "data")}})
+    model_dir = outputs / "models" / write_record(record, outputs).stem
+    shutil.copytree(torch_dir, model_dir)
+    predictor = pr.Predictor(model_dir)
+    examples = demo.example_images(predictor, tmp_path / "examples")
+    tests = [p for p in examples if p.name.startswith("test_")]
+    assert len(tests) == 6 and len(examples) == 10  # one per class, then the 4 photos
+    assert Image.open(tests[0]).size == (16, 16)
+    assert "test accuracy **50.0%** on `shapes:16`" in demo._header(predictor)
+
+    started = {}
+    monkeypatch.setattr("gradio.Blocks.launch", lambda self, **kw: started.update(kw))
+    monkeypatch.chdir(tmp_path)
+    assert demo.main([str(model_dir.relative_to(tmp_path)), "--port", "7999"]) == 0
+    assert started["server_name"] == "127.0.0.1" and started["server_port"] == 7999
+    assert started["share"] is False and started["prevent_thread_lock"] is False
+    assert demo.main([str(tmp_path / "no model")]) == 1
