@@ -17,6 +17,7 @@ __all__ = [
     "confusion_matrix",
     "per_class_scores",
     "classification_metrics",
+    "top_k_accuracy",
     "expected_calibration_error",
     "reliability_bins",
     "mcnemar_test",
@@ -56,10 +57,23 @@ def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
 
 
+def top_k_accuracy(labels: np.ndarray, probs: np.ndarray, k: int = 5) -> float:
+    """Share of images whose true class is among the ``k`` most probable (ties: lower index)."""
+    labels, probs = _check(labels, probs)
+    if len(labels) == 0:
+        return 0.0
+    k = min(int(k), probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean())
+
+
 def classification_metrics(
     labels: np.ndarray, probs: np.ndarray, class_names: list[str]
 ) -> TestMetrics:
-    """Accuracy, macro precision/recall/F1, per-class scores and the confusion matrix."""
+    """Accuracy, macro precision/recall/F1, per-class scores and the confusion matrix.
+
+    Top-5 accuracy is added when there are more than 5 classes (with 5 or fewer it is 1).
+    """
     labels, probs = _check(labels, probs)
     k = len(class_names)
     if probs.shape[1] != k:
@@ -85,6 +99,7 @@ def classification_metrics(
         confusion_matrix=cm.astype(int).tolist(),
         per_class=per_class,
         n_test=int(len(labels)),
+        top5_accuracy=top_k_accuracy(labels, probs, 5) if k > 5 else None,
     )
 
 

@@ -67,6 +67,7 @@ class TestMetrics:
     confusion_matrix: list[list[int]]
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     n_test: int = 0
+    top5_accuracy: float | None = None  # when there are more than 5 classes
 
 
 @dataclass

@@ -82,7 +82,8 @@ def _write_examples_csv(path: Path, ids: list[str], labels: np.ndarray, probs: n
 
 
 def load_test_probabilities(path: str | Path) -> dict[str, np.ndarray]:
-    """Read the ``*_test_probs.npz`` file a run wrote: ``probs``, ``labels``, ``ids``."""
+    """Read the ``*_test_probs.npz`` file a run wrote: ``probs``, ``labels``, ``ids``
+    (and ``val_probs``, ``val_labels`` when the run saved them)."""
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
 
@@ -101,13 +102,16 @@ def finish_run(
     extra: dict[str, Any] | None = None,
     n_examples: int = 10,
     show: bool = True,
+    val_probs: np.ndarray | None = None,
 ) -> RunRecord:
     """Score test probabilities, write every standard output, and return the record.
 
     Training time, CPU time, threads, load and peak memory come from ``fit`` (what the
     framework's ``fit`` returned; ``FitResult.combine`` joins phases); ``extra`` adds
     what only this notebook knows. ``framework`` defaults to the one whose training
-    notebook is ``notebook`` in the framework registry.
+    notebook is ``notebook`` in the framework registry. ``val_probs``, the model's
+    probabilities on the validation split, are saved beside the test ones (notebook 05
+    fits its temperature scaling on them).
 
     Writes under ``cfg.outputs_dir``: ``metrics/<run_id>.json``,
     ``predictions/<run_id>_test_probs.npz``, ``predictions/<run_id>_examples.csv``
@@ -129,7 +133,10 @@ def finish_run(
         extra={**fit.record_extra(), **dict(extra or {})},
     )
     idx = example_indices(labels, n_examples, seed=cfg.seed)
-    artifacts = _write_predictions(cfg.outputs_dir, record.run_id, data, probs, idx)
+    if val_probs is not None and np.shape(val_probs) != (len(data.val), len(data.class_names)):
+        raise ValueError(f"val_probs has shape {np.shape(val_probs)}; expected "
+                         f"({len(data.val)}, {len(data.class_names)}) for the validation split")
+    artifacts = _write_predictions(cfg.outputs_dir, record.run_id, data, probs, idx, val_probs)
     if model_path is not None:
         artifacts["model"] = str(model_path)
     artifacts.update(_write_figures(cfg.outputs_dir, record, data, probs, idx, show))
@@ -144,13 +151,17 @@ def finish_run(
 
 
 def _write_predictions(out: Path, run_id: str, data: ImageData, probs: np.ndarray,
-                       idx: np.ndarray) -> dict[str, str]:
-    """The test probabilities (npz) and the example predictions (CSV)."""
+                       idx: np.ndarray, val_probs: np.ndarray | None = None) -> dict[str, str]:
+    """The test (and validation) probabilities (npz) and the example predictions (CSV)."""
     labels = np.asarray(data.test.labels)
     probs_path = out / "predictions" / f"{run_id}_test_probs.npz"
+    arrays = {"probs": probs.astype(np.float32), "labels": labels,
+              "ids": np.asarray(data.test.ids)}
+    if val_probs is not None:
+        arrays.update(val_probs=np.asarray(val_probs, np.float32),
+                      val_labels=np.asarray(data.val.labels))
     with atomic_write(probs_path, "wb") as handle:
-        np.savez_compressed(handle, probs=probs.astype(np.float32), labels=labels,
-                            ids=np.asarray(data.test.ids))
+        np.savez_compressed(handle, **arrays)
     examples_csv = out / "predictions" / f"{run_id}_examples.csv"
     _write_examples_csv(examples_csv, data.test.ids, labels, probs, idx, data.class_names)
     return {"test_probs": str(probs_path), "examples_csv": str(examples_csv)}

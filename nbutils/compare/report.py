@@ -64,6 +64,7 @@ def markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str],
 MAIN_COLUMNS: list[tuple[str, str, str]] = [
     # (header, column, format)
     ("accuracy [95% CI]", "accuracy", "acc"),
+    ("top-5", "top5_accuracy", "pct"),
     ("macro P", "macro_precision", ""),
     ("macro R", "macro_recall", ""),
     ("macro F1", "macro_f1", ""),
@@ -82,11 +83,14 @@ def main_table_markdown(table: Any, batch_size: int | str = "?") -> str:
     """The headline table (one row per model) as Markdown."""
     if not len(table):
         return "*No runs to compare yet.*"
-    header = ["model"] + [h.format(batch=batch_size) for h, _, _ in MAIN_COLUMNS]
+    columns = [c for c in MAIN_COLUMNS  # top-5 only where it means something (> 5 classes)
+               if c[1] != "top5_accuracy" or table.get("top5_accuracy") is not None
+               and table["top5_accuracy"].notna().any()]
+    header = ["model"] + [h.format(batch=batch_size) for h, _, _ in columns]
     rows = []
     for label, row in table.iterrows():
         cells = [label]
-        for _, col, kind in MAIN_COLUMNS:
+        for _, col, kind in columns:
             if kind == "acc":
                 cells.append(f"{row['accuracy']:.1%} [{row['acc_ci_low']:.1%}, "
                              f"{row['acc_ci_high']:.1%}]")

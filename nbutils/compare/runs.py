@@ -24,6 +24,8 @@ class Run:
     probs: np.ndarray
     labels: np.ndarray
     ids: list[str] = field(default_factory=list)
+    val_probs: np.ndarray | None = None    # validation probabilities, when the run saved them
+    val_labels: np.ndarray | None = None
 
     @property
     def preds(self) -> np.ndarray:
@@ -168,4 +170,8 @@ def _load_run(rec: RunRecord, out: Path, first: Run | None,
                                "with the same dataset and profile"))
         return None
     ids = [str(i) for i in saved["ids"]] if "ids" in saved else []
-    return Run(rec, "", probs, labels, ids)
+    run = Run(rec, "", probs, labels, ids)
+    if "val_probs" in saved and "val_labels" in saved:
+        run.val_probs = np.asarray(saved["val_probs"], dtype=np.float64)
+        run.val_labels = np.asarray(saved["val_labels"], dtype=np.int64)
+    return run

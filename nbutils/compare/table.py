@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import classification_metrics, expected_calibration_error
+from ..metrics import classification_metrics, expected_calibration_error, top_k_accuracy
 from .runs import RunSet
 from .speed import SpeedResult
 from .stats import (
@@ -35,6 +35,7 @@ def _metric_row(label: str, labels: np.ndarray, probs: np.ndarray, class_names: 
         "macro_precision": m.macro_precision, "macro_recall": m.macro_recall,
         "macro_f1": m.macro_f1,
         "ece": expected_calibration_error(labels, probs, ece_bins),
+        "top5_accuracy": top_k_accuracy(labels, probs, 5) if len(class_names) > 5 else None,
     }
     for name, scores in m.per_class.items():
         row[f"err_{name}"] = 1.0 - scores["recall"] if scores["support"] else float("nan")
@@ -103,7 +104,8 @@ def build_table(
             for run in runset.runs]
     if ensemble is not None:
         rows.append(_ensemble_row(ensemble, runset, rows, ece_bins))
-    columns = ["model", "framework", "notebook", "accuracy", "acc_ci_low", "acc_ci_high",
+    columns = ["model", "framework", "notebook", "accuracy", "top5_accuracy", "acc_ci_low",
+               "acc_ci_high",
                "macro_precision", "macro_recall", "macro_f1", "ece", "params", "size_mib",
                "epochs", "train_s", "latency_ms", "latency_p90_ms", "onnx_latency_ms",
                "throughput_ips",

@@ -210,10 +210,10 @@ print(f"{len(result.history)} epochs in {result.train_seconds:.1f} s "
 # the run record.
 
 # %%
-probs = torch_train.predict_proba(model, data.test.images, data.mean, data.std,
-                                  batch_size=2 * settings.batch_size, device=device,
-                                  image_size=size, tta_flip=settings.tta_flip,
-                                  mixed_precision=cfg.mixed_precision)
+probs, val_probs = (torch_train.predict_proba(
+    model, split.images, data.mean, data.std, batch_size=2 * settings.batch_size, device=device,
+    image_size=size, tta_flip=settings.tta_flip, mixed_precision=cfg.mixed_precision)
+    for split in (data.test, data.val))
 model_dir = cfg.outputs_dir / "models" / run_id
 info = ClassifierInfo(framework="pytorch", model=model_config.name,
                       class_names=list(data.class_names), image_size=size,
@@ -222,7 +222,7 @@ info = ClassifierInfo(framework="pytorch", model=model_config.name,
 torch_train.save_classifier(model_dir, model, info)
 record = finish_run(
     cfg, data, notebook=NOTEBOOK, model=model_config.name, probs=probs, fit=result,
-    num_params=summary.total_params, model_path=model_dir,
+    num_params=summary.total_params, model_path=model_dir, val_probs=val_probs,
     extra={"flops_per_image": summary.flops_per_image, "loader": loaders["train"].kind,
            "tta_flip": bool(settings.tta_flip), "model_config": model_config.to_dict(),
            "norm_comparison": comparison})

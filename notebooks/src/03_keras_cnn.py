@@ -166,7 +166,8 @@ print("identical predictions:", bool(np.array_equal(probs.argmax(1), probs_again
 
 # %%
 record = finish_run(cfg, data, notebook=NOTEBOOK, model="keras_cnn", probs=probs, fit=result,
-                    num_params=model.count_params(), model_path=MODEL_DIR, extra=env)
+                    num_params=model.count_params(), model_path=MODEL_DIR, extra=env,
+                    val_probs=keras_train.predict_proba(model, data.val.images, tta_flip=tta))
 print(f"test accuracy {record.test.accuracy:.3f}, macro F1 {record.test.macro_f1:.3f}")
 
 # %%

@@ -212,6 +212,7 @@ hf_train.save_classifier(model_dir, model, info, processor=processor)
 record = finish_run(
     cfg, data, notebook=NOTEBOOK, model=f"{cfg.model.checkpoint} ({final})", probs=probs,
     fit=FitResult.combine(probe, finetune), num_params=total_params, model_path=model_dir,
+    val_probs=hf_train.predict_proba(model, processor, data.val.images),
     extra={"checkpoint": cfg.model.checkpoint, "checkpoint_source": ckpt.kind,
            "input_size": cfg.model.input_size, "final_strategy": final, "strategies": strategies,
            "frozen_units_fine_tune": finetune.extra["trainable"]["frozen_units"]},

@@ -38,10 +38,12 @@ latency_repeats = None # None: the profile's value (batch-1 calls timed per mode
 
 # %%
 # NBVAL_CHECK_OUTPUT
+import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import nbutils
 from nbutils import compare
+from nbutils.compare import analysis as canalysis
 from nbutils.compare import plots as cplots
 from nbutils.compare import report as creport
 from nbutils.data import load_for
@@ -264,7 +266,47 @@ if same_images:
                                              show=["disagreements"]))
 
 # %% [markdown]
-# ## 9 · Write the comparison to `outputs/comparison/`
+# ## 9 · Error analysis: what each model gets most wrong
+#
+# Two views of the mistakes, from the saved test probabilities. The **most confused
+# pairs** are the largest off-diagonal cells of each confusion matrix (true class →
+# predicted class). The **top losses** are the test images with the highest loss
+# −log p(true class) among the misclassified ones: the model's most confident
+# mistakes. They are where mislabelled images, ambiguous photos and the model's blind
+# spots show up first. With more than five classes the table above also gives
+# **top-5 accuracy** (the true class among the five most probable).
+
+# %%
+display(Markdown(canalysis.confused_pairs_markdown(runs, n=4)))
+if same_images and runs.runs:
+    figures["top_losses"] = canalysis.plot_top_losses(runs, data.test.images, n=6)
+    plt.show()
+
+# %% [markdown]
+# ## 10 · Calibration: temperature scaling
+#
+# A model is **calibrated** when, among the images it gives 0.8, 80 % are right. In the
+# reliability diagrams above, bars *below* the diagonal mean over-confidence (the model
+# claims more than it achieves), bars *above* it under-confidence. Temperature scaling
+# (Guo et al., 2017) divides the logits by one number T, fitted on the **validation**
+# split by minimising the negative log-likelihood (NLL): T > 1 softens an over-confident
+# model, T < 1 sharpens an under-confident one. The predicted class never changes, so
+# accuracy does not either. The table gives T and, before → after, the NLL on the
+# validation split (where T was fitted, so it can only go down) and on the test split,
+# and the test ECE; the figure redraws the test reliability diagrams after scaling.
+
+# %%
+calibrations = canalysis.calibrate_runs(runs, ece_bins=settings.ece_bins)
+display(Markdown(canalysis.calibration_markdown(calibrations)))
+if any(c is not None for c in calibrations.values()):
+    figures["temperature_scaling"] = canalysis.plot_calibration(runs, calibrations,
+                                                                settings.ece_bins)
+    plt.show()
+if cfg.profile == "smoke":
+    print("smoke profile: models at chance; the numbers show the mechanics, not the models")
+
+# %% [markdown]
+# ## 11 · Write the comparison to `outputs/comparison/`
 #
 # (`outputs/comparison-smoke/` under the smoke profile: the setting `report_dir`.)
 # The table (`table.csv`, with every column and the per-class errors), the per-class
