@@ -394,6 +394,8 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
         "eval_images", "l2", "compare_max_train", "pointing_tolerance", "time_budget_s",
         "threads", "near_duplicate_distance", "n_disagreements", "augment_padding",
         "rotation", "translate", "zoom", "contrast")},
+    **{k: (0, 4, "in [0, 4]") for k in ("mixup_alpha", "cutmix_alpha")},
+    **{k: (0, 1, "in [0, 1]") for k in ("threshold",)},
     **{k: (0, 1, "in [0, 1)") for k in ("dropout", "label_smoothing")},
     **{k: (0, 1, "in [0, 1]") for k in ("freeze_fraction", "warmup_ratio", "momentum",
                                         "bn_momentum")},

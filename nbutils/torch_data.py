@@ -44,15 +44,17 @@ LOADER_MODES = ("auto", "tensor", "dataloader")
 
 @dataclass(frozen=True)
 class Augment:
-    """Training-time augmentation: random crop after zero padding, random horizontal flip."""
+    """Training-time augmentation: random crop after zero padding, random horizontal flip,
+    and optionally TrivialAugment (:func:`nbutils.torch_augment.trivial_augment`)."""
 
     padding: int = 4
     flip: bool = True
+    trivial: bool = False
 
     @property
     def active(self) -> bool:
         """Whether this augmentation changes anything."""
-        return self.padding > 0 or self.flip
+        return self.padding > 0 or self.flip or self.trivial
 
 
 def augment_batch(images: torch.Tensor, aug: Augment,
@@ -75,6 +77,12 @@ def augment_batch(images: torch.Tensor, aug: Augment,
         raise ValueError(f"augment_batch expects (B, H, W, C) images, got shape {tuple(images.shape)}")
     if not aug.active:
         return images
+    if aug.trivial:
+        from .torch_augment import trivial_augment
+
+        images = trivial_augment(images, generator)
+        if not (aug.padding > 0 or aug.flip):
+            return images
     b, h, w, _ = images.shape
     dev = images.device
     p = int(aug.padding)

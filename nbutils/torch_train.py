@@ -38,6 +38,7 @@ from .inference import ClassifierInfo, check_outputs, read_classifier_info, writ
 from .locks import RunLock
 from .paths import atomic_write, atomic_write_text, clear_folder, resolve_path
 from .settings import Settings
+from .torch_augment import BatchMix, mixed_loss
 from .torch_data import to_model_input
 from .torch_models import MODELS, build_model
 
@@ -90,6 +91,9 @@ class TrainConfig(Settings):
             then cosine decay to 0) or ``constant`` (warmup then flat).
         warmup_epochs: length of the linear warmup, in epochs (fractions allowed).
         label_smoothing: cross-entropy label smoothing.
+        mixup_alpha: MixUp with λ ~ Beta(α, α) on every batch (0 = off).
+        cutmix_alpha: CutMix with λ ~ Beta(α, α) (0 = off; with MixUp on too, each
+            batch uses one of the two, at random).
         grad_clip: clip the global gradient norm to this value (0 = off).
         early_stopping_patience: stop after this many epochs without a better
             validation accuracy and restore the best weights (0 = off).
@@ -110,6 +114,8 @@ class TrainConfig(Settings):
     schedule: str = "onecycle"
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
     grad_clip: float = 0.0
     early_stopping_patience: int = 0
     mixed_precision: bool = False
@@ -394,18 +400,23 @@ def make_train_step(
     amp: AmpSettings,
     grad_clip: float = 0.0,
     compile_model: bool = False,
+    mix: BatchMix | None = None,
+    generator: torch.Generator | None = None,
 ) -> Any:
     """One optimisation step as a function ``step(x, y) -> (loss, logits)``.
 
     :func:`fit` and the benchmark (``python -m nbutils.bench torch``) both call this,
-    so the benchmark measures exactly the course's loop.
+    so the benchmark measures exactly the course's loop. With ``mix`` (MixUp/CutMix)
+    the batch is mixed first and the loss is taken on the mixed targets.
     """
     forward: nn.Module = torch.compile(model) if compile_model else model
+    mixing = mix is not None and mix.active
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y_a, y_b, lam = mix(x, y, generator) if mixing else (x, y, y, 1.0)
         with torch.autocast(x.device.type, dtype=amp.dtype, enabled=amp.enabled):
             out = forward(x)
-            loss = criterion(out, y)
+            loss = mixed_loss(criterion, out, y_a, y_b, lam)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip > 0:
@@ -511,7 +522,9 @@ class _Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         step = make_train_step(model, optimizer, scheduler, scaler, criterion, amp,
-                               config.grad_clip, config.compile)
+                               config.grad_clip, config.compile,
+                               mix=BatchMix(config.mixup_alpha, config.cutmix_alpha),
+                               generator=getattr(loader, "generator", None))
         return cls(model, loader, optimizer, scheduler, scaler, step, amp)
 
     def state_dict(self) -> dict[str, Any]:
