@@ -111,3 +111,38 @@ def test_the_loop_trains_with_every_switch(shapes_data) -> None:
     assert losses["mixup"] != losses["cutmix"]
     with pytest.raises(Exception, match="mixup_alpha"):
         tt.TrainConfig(mixup_alpha=-1)
+
+
+# --------------------------------------------------------------------- LR finder
+
+
+def test_lr_find_restores_the_model_and_suggests_a_rate_before_divergence(shapes_data) -> None:
+    from nbutils import torch_models as tm
+    from nbutils.lr_finder import lr_find
+
+    torch.manual_seed(0)
+    model = tm.build_model(tm.AlexNetConfig(num_classes=6, widths=[8, 16, 16, 16, 16],
+                                            fc_width=32, dropout=0.0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loaders = td.make_loaders(shapes_data, 16, mode="tensor", seed=1)
+    result = lr_find(model, loaders["train"], start_lr=1e-4, end_lr=50.0, num_steps=80)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert result.diverged                         # 50 is far too large: it stopped early
+    assert len(result.lrs) < 80 and np.all(np.diff(result.lrs) > 0)
+    assert 1e-4 <= result.suggestion < result.lrs[int(np.argmin(result.losses))]
+    assert result.losses[0] > result.losses.min()  # the loss did fall on the way
+    result.plot()
+    with pytest.raises(ValueError, match="start_lr"):
+        lr_find(model, loaders["train"], start_lr=1.0, end_lr=0.1)
+
+
+def test_lr_suggestions_on_a_known_curve() -> None:
+    from nbutils.lr_finder import _suggest
+
+    lrs = np.logspace(-5, 0, 50)
+    x = np.log10(lrs)
+    losses = 2.0 - 1.5 / (1 + np.exp(-4 * (x + 3))) + np.where(x > -1, 5 * (x + 1) ** 2, 0)
+    r = _suggest(lrs, losses, diverged=False)
+    assert r.steepest == pytest.approx(1e-3, rel=0.3)   # the sigmoid falls fastest at 10^-3
+    assert r.min_over_10 < lrs[np.argmin(losses)]
