@@ -50,7 +50,7 @@ lab: venv
 
 notebooks: venv
 	$(PY) tools/build_notebooks.py
-	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
+	cd notebooks && for nb in [0-9][0-9]*_*.ipynb; do \
 		NBUTILS_PROFILE=smoke ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
 	done

@@ -387,7 +387,7 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
         "bootstrap_samples", "ece_bins", "deletion_steps", "layers_compared", "layer_images",
         "examples_per_kind", "randomization_images", "deletion_images", "max_duplicate_examples",
         "max_train_per_class", "max_test_per_class", "dense_units", "fc_width",
-        "convs_per_block", "conv1_kernel")},
+        "convs_per_block", "conv1_kernel", "lr_find_steps")},
     **{k: (0, None, "at least 0") for k in (
         "warmup_epochs", "weight_decay", "num_workers", "compare_epochs", "ablation_epochs",
         "pipeline_epochs", "early_stopping_patience", "grad_clip", "warmup_repeats",

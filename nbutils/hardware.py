@@ -72,6 +72,24 @@ def apple_silicon() -> bool:
     return platform.system() == "Darwin" and platform.machine() == "arm64"
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16).
+
+    Read from ``/proc/cpuinfo`` (Linux); elsewhere ``False``, and the CPU trains in fp32.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def detect_hardware() -> Hardware:
     """Detect CPU cores, a CUDA GPU (name, memory) or Apple silicon, importing no framework."""
     gpu = _query_nvidia_smi()

@@ -38,8 +38,8 @@ class NotebookResult:
 
 
 def discover_notebooks(folder: Path, only: list[str] | None = None) -> list[Path]:
-    """Numbered notebooks ``NN_*.ipynb`` in order, optionally only those with given prefixes."""
-    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    """Numbered notebooks ``NN_*.ipynb`` (and ``NNb_*.ipynb``) in order, optionally only those with given prefixes."""
+    found = sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb"))
     if only:
         wanted = [o.strip() for o in only if o.strip()]
         unknown = [w for w in wanted if not any(p.name.startswith(w) for p in found)]

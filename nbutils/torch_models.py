@@ -286,12 +286,14 @@ class ModelSummary:
     flops_per_image: int
 
     def __str__(self) -> str:
-        header = f"{'layer':<16}{'type':<20}{'output shape':<22}{'params':>12}{'MFLOPs':>10}"
+        w = max([16] + [len(r["name"]) + 2 for r in self.rows])  # the layer names' column
+        header = f"{'layer':<{w}}{'type':<20}{'output shape':<22}{'params':>12}{'MFLOPs':>10}"
         lines = [header, "-" * len(header)]
         for r in self.rows:
             shape = "x".join(str(s) for s in r["output_shape"])
             mflops = f"{r['flops'] / 1e6:.1f}" if r["flops"] else "-"
-            lines.append(f"{r['name']:<16}{r['type']:<20}{shape:<22}{r['params']:>12,}{mflops:>10}")
+            lines.append(f"{r['name']:<{w}}{r['type']:<20}{shape:<22}{r['params']:>12,}"
+                         f"{mflops:>10}")
         lines.append("-" * len(header))
         shape = "x".join(str(s) for s in self.input_shape)
         lines.append(f"input {shape}   parameters {self.total_params:,} "
@@ -355,3 +357,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32),
                         total_params=count_parameters(model),
                         trainable_params=count_parameters(model, trainable_only=True),
                         flops_per_image=int(counter.get_total_flops()))
+
+
+# the other registered families (imported here so that load_classifier finds them)
+from . import torch_resnet  # noqa: E402,F401

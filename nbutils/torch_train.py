@@ -152,16 +152,23 @@ def amp_settings(device: str | torch.device, requested: bool,
                  bf16_supported: bool | None = None) -> AmpSettings:
     """Choose the mixed-precision mode: bf16 on GPUs that support it, fp16 + scaler otherwise.
 
-    On the CPU autocast stays off: without bf16 matrix units it is slower than fp32.
+    On the CPU, bf16 autocast when the CPU computes bf16 natively (AVX512-BF16 or AMX);
+    otherwise autocast stays off, since emulated bf16 is slower than fp32.
 
     Args:
         device: the training device.
         requested: whether the config asks for mixed precision.
-        bf16_supported: override the capability check (for tests); ``None`` asks CUDA.
+        bf16_supported: override the capability check (for tests); ``None`` asks CUDA
+            (or, on the CPU, :func:`nbutils.hardware.cpu_has_bf16`).
     """
     device = torch.device(device)
-    if not requested or device.type != "cuda":
+    if not requested or device.type not in ("cuda", "cpu"):
         return AmpSettings(False)
+    if device.type == "cpu":
+        from .hardware import cpu_has_bf16
+
+        native = cpu_has_bf16() if bf16_supported is None else bf16_supported
+        return AmpSettings(True, torch.bfloat16, False) if native else AmpSettings(False)
     if bf16_supported is None:
         bf16_supported = torch.cuda.is_bf16_supported()
     if bf16_supported:

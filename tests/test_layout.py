@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_notebook_has_a_reference_page_and_the_readme_links_it() -> None:
-    notebooks = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     pages = sorted(p.stem for p in (REPO / "docs" / "notebooks").glob("*.md"))
     assert notebooks and pages == notebooks
     readme = (REPO / "README.md").read_text()
@@ -52,9 +52,9 @@ def test_stored_notebooks_match_their_sources() -> None:
                                                   REPO / "tools" / "build_notebooks.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    sources = sorted((REPO / "notebooks" / "src").glob("[0-9][0-9]_*.py"))
+    sources = sorted((REPO / "notebooks" / "src").glob("[0-9][0-9]*_*.py"))
     assert [s.stem for s in sources] == sorted(
-        p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     for src in sources:
         want = [(c.cell_type, c.source, c.metadata.get("tags", []))
                 for c in build.notebook_cells(src)]

@@ -215,7 +215,7 @@ def test_real_papermill_run_reports_the_failing_cell(tmp_project: Path, tmp_path
 
 
 @pytest.mark.parametrize("notebook", sorted((Path(__file__).parents[1] / "notebooks")
-                                            .glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+                                            .glob("[0-9][0-9]*_*.ipynb")), ids=lambda p: p.stem)
 def test_papermill_reads_every_parameter_of_each_course_notebook(notebook: Path) -> None:
     """``papermill --help-notebook`` lists each parameter with its type and help text.
 

@@ -236,7 +236,8 @@ def test_summary_counts_shapes_params_and_flops() -> None:
 
 
 @pytest.mark.parametrize("requested,device,bf16,expected", [
-    (False, "cuda", True, "off"), (True, "cpu", True, "off"),
+    (False, "cuda", True, "off"), (True, "cpu", False, "off"), (True, "cpu", True, "bf16"),
+    (False, "cpu", True, "off"), (True, "mps", True, "off"),
     (True, "cuda", True, "bf16"), (True, "cuda", False, "fp16+scaler"),
 ])
 def test_amp_dtype_choice(requested, device, bf16, expected) -> None:

@@ -406,3 +406,15 @@ def test_demo_examples_come_from_the_run_dataset_and_main_starts_it(
     assert started["server_name"] == "127.0.0.1" and started["server_port"] == 7999
     assert started["share"] is False and started["prevent_thread_lock"] is False
     assert demo.main([str(tmp_path / "no model")]) == 1
+
+
+def test_a_model_folder_size_leaves_out_its_exports(tmp_path: Path) -> None:
+    from nbutils.compare.speed import dir_size_bytes
+
+    (tmp_path / "m" / "onnx").mkdir(parents=True)
+    (tmp_path / "m" / "classifier.json").write_text("{}")
+    (tmp_path / "m" / "weights.bin").write_bytes(b"\0" * 1000)
+    (tmp_path / "m" / "onnx" / "classifier.json").write_text("{}")
+    (tmp_path / "m" / "onnx" / "model.onnx").write_bytes(b"\0" * 5000)
+    assert dir_size_bytes(tmp_path / "m") == 1002
+    assert dir_size_bytes(tmp_path / "m" / "onnx") == 5002

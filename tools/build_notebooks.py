@@ -122,7 +122,7 @@ def build(source: Path) -> Path:
 
 def sources(selected: list[str]) -> list[Path]:
     """Source files, all or those whose names start with the given prefixes."""
-    files = sorted(SRC.glob("[0-9][0-9]_*.py"))
+    files = sorted(SRC.glob("[0-9][0-9]*_*.py"))
     if selected:
         files = [f for f in files if any(f.stem.startswith(s) for s in selected)]
     return files

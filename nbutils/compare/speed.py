@@ -47,11 +47,18 @@ class SpeedResult:
 
 
 def dir_size_bytes(path: str | os.PathLike[str]) -> int:
-    """Total size of the files under ``path`` (a file's own size for a file)."""
+    """Total size of the files of the model saved in ``path`` (a file's own size for a file).
+
+    Folders inside it that hold a model of their own (a ``classifier.json``: the ONNX
+    exports ``onnx/`` and ``onnx-int8/``) are not counted.
+    """
     p = Path(path)
     if p.is_file():
         return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    nested = {d for d in p.rglob("classifier.json") if d.parent != p}
+    skip = tuple(d.parent for d in nested)
+    return sum(f.stat().st_size for f in p.rglob("*")
+               if f.is_file() and not any(s == f.parent or s in f.parents for s in skip))
 
 
 def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 0,

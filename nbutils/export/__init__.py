@@ -210,10 +210,10 @@ def quantize_int8(onnx_dir: str | Path, out: str | Path) -> Path:
     return target
 
 
-def _size_mib(folder: Path, skip: tuple[Path, ...] = ()) -> float:
-    files = [f for f in folder.rglob("*") if f.is_file()
-             and not any(s == f or s in f.parents for s in skip)]
-    return sum(f.stat().st_size for f in files) / 2 ** 20
+def _size_mib(folder: Path) -> float:
+    from ..compare.speed import dir_size_bytes
+
+    return dir_size_bytes(folder) / 2 ** 20
 
 
 def _latency_ms(clf: Any, images: np.ndarray, repeats: int = 30) -> float:
@@ -268,8 +268,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, int8: b
         report.int8_folder = str(int8_dir)
         report.int8_parity = compare_probs(reference, variants["onnx-int8"].predict_proba(images),
                                            labels)
-    report.size_mib = {clf.info.framework: _size_mib(folder, skip=(target, target.with_name(
-        f"{target.name}-int8"))), "onnx": _size_mib(target)}
+    report.size_mib = {clf.info.framework: _size_mib(folder), "onnx": _size_mib(target)}
     if int8:
         report.size_mib["onnx-int8"] = _size_mib(Path(report.int8_folder))
     if latency:
