@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make course   runs the whole course (PROFILE=auto|gpu|lowvram|cpu|smoke, DATASET=spec, ONLY=01,03,
-#                 PARAMS="epochs=5 batch_size=64" for the notebooks' parameters)
+#                 PARAMS="epochs=5 batch_size=64" for the notebooks' parameters, SEEDS=43,44: the
+#                 extra seeds notebook 02 is repeated with, for 05's seed spread; SEEDS= for none)
 #   make test     runs the unit tests (with coverage) and the notebooks under nbval
 # Both create .venv from requirements.txt first if it is missing or out of date.
 
@@ -11,6 +12,7 @@ PROFILE ?= auto
 DATASET ?=
 ONLY    ?=
 PARAMS  ?=
+SEEDS   ?= 43,44
 KERNEL_NAME ?= cnn-course
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
@@ -34,7 +36,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 venv: $(VENV)/.installed
 
 course: venv
-	$(PY) -m nbutils.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY)) $(foreach p,$(PARAMS),-p $(p))
+	$(PY) -m nbutils.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY)) $(foreach p,$(PARAMS),-p $(p)) $(if $(SEEDS),--seeds $(SEEDS))
 
 test: unit nbval
 

@@ -37,6 +37,10 @@ class NotebookResult:
     records: list[str] = field(default_factory=list)
 
 
+# the training notebook that --seeds repeats (the fastest one, on every profile)
+SEED_NOTEBOOK = "02"
+
+
 def discover_notebooks(folder: Path, only: list[str] | None = None) -> list[Path]:
     """Numbered notebooks ``NN_*.ipynb`` (and ``NNb_*.ipynb``) in order, optionally only those with given prefixes."""
     found = sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb"))
@@ -118,10 +122,14 @@ def run_notebooks(
     kernel: str = "python3",
     keep_going: bool = False,
     execute: Any = None,
+    seeds: list[int] | None = None,
 ) -> list[NotebookResult]:
-    """Execute notebooks in order; returns one :class:`NotebookResult` per notebook.
+    """Execute notebooks in order; returns one :class:`NotebookResult` per notebook run.
 
-    ``execute`` defaults to ``papermill.execute_notebook`` (tests pass a stand-in).
+    With ``seeds``, the seed-spread notebook (:data:`SEED_NOTEBOOK`, the fastest training
+    notebook) runs again right after itself with each of these seeds; notebook 05 shows
+    how much its test accuracy moves. ``execute`` defaults to
+    ``papermill.execute_notebook`` (tests pass a stand-in).
     """
     from tqdm.auto import tqdm
 
@@ -137,19 +145,27 @@ def run_notebooks(
     if not paths:
         raise SystemExit(f"No notebooks found in {notebooks_dir}")
     check_parameters(parameters or {}, paths)
+    jobs = [(path, None) for path in paths]
+    for path in paths:
+        if path.stem.split("_", 1)[0] == SEED_NOTEBOOK and seeds:
+            at = jobs.index((path, None)) + 1
+            jobs[at:at] = [(path, int(s)) for s in seeds]
     results: list[NotebookResult] = []
-    bar = tqdm(paths, desc=f"course [{profile}]", unit="notebook")
-    for path in bar:
-        bar.set_postfix_str(path.stem)
+    bar = tqdm(jobs, desc=f"course [{profile}]", unit="notebook")
+    for path, seed in bar:
+        name = path.stem if seed is None else f"{path.stem}__seed-{seed}"
+        bar.set_postfix_str(name)
         if not keep_going and any(r.status == "failed" for r in results):
-            results.append(NotebookResult(path.stem, "skipped"))
+            results.append(NotebookResult(name, "skipped"))
             continue
         params = {"profile": profile, **({"dataset": dataset} if dataset is not None else {}),
-                  **(parameters or {})}
+                  **(parameters or {}), **({"seed": seed} if seed is not None else {})}
         accepted = _notebook_parameters(path)
-        results.append(_run_one(execute, path, output_dir / path.name, kernel, notebooks_dir,
-                                {k: v for k, v in params.items() if k in accepted},
-                                root / "outputs" / "metrics"))
+        result = _run_one(execute, path, output_dir / f"{name}.ipynb", kernel, notebooks_dir,
+                          {k: v for k, v in params.items() if k in accepted},
+                          root / "outputs" / "metrics")
+        result.name = name
+        results.append(result)
     return results
 
 
@@ -213,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-going", action="store_true",
                         help="run the remaining notebooks after a failure")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    parser.add_argument("--seeds", default=None, metavar="S1,S2",
+                        help=f"also run notebook {SEED_NOTEBOOK} with these seeds (05 shows the "
+                             "spread of its accuracy), e.g. 43,44")
     args = parser.parse_args(argv)
 
     profile = args.profile
@@ -226,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown profile '{profile}' (have: {', '.join(available_profiles())})")
     only = args.only.split(",") if args.only else None
     started = time.time()
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else None
+    except ValueError:
+        parser.error(f"--seeds takes whole numbers separated by commas, got '{args.seeds}'")
     results = run_notebooks(profile, args.dataset, only, parse_parameters(args.param),
-                            kernel=args.kernel, keep_going=args.keep_going)
+                            kernel=args.kernel, keep_going=args.keep_going, seeds=seeds)
     print()
     print(format_summary(results, profile))
     from .gradcam.runs import recent_records_summary

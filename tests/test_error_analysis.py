@@ -132,10 +132,22 @@ def test_runs_save_validation_probabilities_and_05_calibrates_them(tmp_path, cpu
         record = finish_run(cfg, data, notebook=notebook, model=notebook[3:],
                             probs=sharp(data.test.labels), fit=FitResult([], 1.0), num_params=1,
                             show=False, val_probs=sharp(data.val.labels))
+    cfg43 = nbutils.setup("smoke", verbose=False, dataset="shapes:16", seed=43,
+                          data_dir=str(tmp_path / "d"), outputs_dir=str(tmp_path / "o"))
+    assert cfg43.variant == "seed-43"
+    finish_run(cfg43, data, notebook="02_pytorch_alexnet", model="02_pytorch_alexnet"[3:],
+               probs=sharp(data.test.labels), fit=FitResult([], 1.0), num_params=1, show=False)
     saved = load_test_probabilities(record.artifacts["test_probs"])
     np.testing.assert_array_equal(saved["val_labels"], data.val.labels)
     runs = compare.load_runs(cfg.outputs_dir, data.spec, "smoke")
     assert [r.val_probs.shape for r in runs.runs] == [(len(data.val), 6)] * 2
+    assert [r.record.seed for r in runs.replicates] == [43]   # not a third model
+    spread = canalysis.seed_spread(runs)
+    [(label, s)] = spread.items()
+    assert label.startswith("pytorch_alexnet") and s["seeds"] == [42, 43]
+    assert s["range"] == pytest.approx(abs(s["accuracies"][0] - s["accuracies"][1]))
+    assert "points" in canalysis.seed_spread_markdown(spread)
+    assert "--seeds" in canalysis.seed_spread_markdown({})
     fitted = canalysis.calibrate_runs(runs, ece_bins=5)
     assert all(c.val_nll_after < c.val_nll_before and c.temperature > 1 for c in fitted.values())
     text = canalysis.calibration_markdown({**fitted, "old run": None})

@@ -231,3 +231,23 @@ def test_papermill_reads_every_parameter_of_each_course_notebook(notebook: Path)
     inferred = papermill.inspect_notebook(str(notebook))
     assert list(inferred) == assigned
     assert all(p["help"] for p in inferred.values()), "each parameter needs a comment as help"
+
+
+def test_seeds_repeat_notebook_02_right_after_it(course: Path, tmp_path: Path) -> None:
+    nbs = course / "notebooks"
+    write_notebook(nbs / "02_train.ipynb", 'profile = "auto"\nseed = None\n')
+    write_notebook(nbs / "02b_more.ipynb", 'profile = "auto"\n')
+    fake = FakeExecute()
+    results = run_notebooks("smoke", output_dir=tmp_path / "o", execute=fake, seeds=[43, 44])
+    assert [r.name for r in results] == ["01_eda", "02_train", "02_train__seed-43",
+                                         "02_train__seed-44", "02b_more", "03_compare"]
+    params = {Path(out).stem: p for _name, out, p, _kw in fake.calls}
+    assert params["02_train__seed-43"] == {"profile": "smoke", "seed": 43}
+    assert params["02_train"] == {"profile": "smoke"}
+    assert "seed" not in params["02b_more"]
+
+
+def test_the_seeds_option_is_checked(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        run.main(["--profile", "smoke", "--seeds", "4x"])
+    assert "--seeds takes whole numbers" in capsys.readouterr().err

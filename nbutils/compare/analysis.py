@@ -13,7 +13,7 @@ from ..metrics import confusion_matrix, expected_calibration_error, reliability_
 from .runs import RunSet
 
 __all__ = ["calibrate_runs", "calibration_markdown", "confused_pairs_markdown",
-           "plot_top_losses", "plot_calibration"]
+           "plot_top_losses", "plot_calibration", "seed_spread", "seed_spread_markdown"]
 
 
 def calibrate_runs(runset: RunSet, ece_bins: int = 15) -> dict[str, Calibration | None]:
@@ -86,3 +86,32 @@ def plot_calibration(runset: RunSet, fitted: dict[str, Calibration | None],
             axes[row, col].title.set_fontsize(8)
     fig.tight_layout()
     return fig
+
+
+def seed_spread(runset: RunSet) -> dict[str, dict[str, float | list]]:
+    """Per run with seed replicates: its test accuracies over the seeds, mean, sd, range."""
+    out: dict[str, dict[str, float | list]] = {}
+    for run in runset.runs:
+        reps = [r for r in runset.replicates if r.record.notebook == run.record.notebook
+                and r.record.model == run.record.model]
+        if not reps:
+            continue
+        accs = [float(run.correct.mean())] + [float(r.correct.mean()) for r in reps]
+        seeds = [run.record.seed] + [r.record.seed for r in reps]
+        out[run.label] = {"seeds": seeds, "accuracies": accs, "mean": float(np.mean(accs)),
+                          "sd": float(np.std(accs, ddof=1)), "range": max(accs) - min(accs)}
+    return out
+
+
+def seed_spread_markdown(spread: dict[str, dict[str, float | list]]) -> str:
+    """The seed spread as Markdown (one row per model with replicates)."""
+    if not spread:
+        return ("*No run was repeated with other seeds: `python -m nbutils.run --only 02 "
+                "--seeds 43,44` (or `make course SEEDS=43,44`) trains them.*")
+    lines = ["| model | seeds | test accuracy per seed | mean ± sd | range |",
+             "|---|---|---|---|---|"]
+    for label, s in spread.items():
+        accs = ", ".join(f"{a:.1%}" for a in s["accuracies"])
+        lines.append(f"| {label} | {', '.join(map(str, s['seeds']))} | {accs} | "
+                     f"{s['mean']:.1%} ± {s['sd']:.1%} | {s['range'] * 100:.1f} points |")
+    return "\n".join(lines)

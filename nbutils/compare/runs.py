@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from ..paths import resolve_path
 from ..records import RunRecord
 from ..runs import MissingRun, find_runs, load_test_probabilities, with_rerun_command
 
-__all__ = ["Run", "MissingRun", "RunSet", "load_runs"]
+__all__ = ["Run", "MissingRun", "RunSet", "load_runs", "is_seed_replicate"]
 
 
 @dataclass
@@ -49,6 +50,7 @@ class RunSet:
     runs: list[Run]
     missing: list[MissingRun] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)
+    replicates: list[Run] = field(default_factory=list)  # the same runs with other seeds
 
     @property
     def labels(self) -> np.ndarray:
@@ -132,16 +134,28 @@ def load_runs(outputs_dir: str | os.PathLike[str], dataset: str, profile: str) -
     runs: list[Run] = []
     problems: list[tuple[Path, str]] = []
     taken: set[str] = set()
+    replicates: list[Run] = []
     for rec in found.records:
         run = _load_run(rec, out, runs[0] if runs else None, problems)
         if run is None:
+            continue
+        if is_seed_replicate(rec):  # `-p seed=N` of a run: the seed spread, not a model
+            run.label = f"{rec.model} (seed {rec.seed})"
+            replicates.append(run)
             continue
         run.label = _label(rec, taken)
         taken.add(run.label)
         runs.append(run)
     problems = [(p, with_rerun_command(why, p, profile, dataset)) for p, why in problems]
     return RunSet(dataset=dataset, slug=found.slug, profile=profile, outputs_dir=out, runs=runs,
-                  missing=found.missing, problems=found.problems + problems)
+                  missing=found.missing, problems=found.problems + problems,
+                  replicates=replicates)
+
+
+def is_seed_replicate(record: RunRecord) -> bool:
+    """Whether ``record`` is a run repeated with another seed and nothing else changed
+    (its variant is ``seed-N``, what ``python -m nbutils.run --seeds`` makes)."""
+    return re.fullmatch(r"seed-\d+", str(record.config.get("variant", ""))) is not None
 
 
 def _load_run(rec: RunRecord, out: Path, first: Run | None,

@@ -32,6 +32,7 @@ architecture = None     # None keeps the config value (small); alexnet224: the o
 norm = None             # None keeps the config value (batchnorm); lrn or none
 compare_norms = None    # None keeps the profile value; False skips the LRN vs BatchNorm runs
 tracking = None         # None keeps the config ("none"); "mlflow" also logs the run to MLflow
+seed = None             # None keeps the profile's seed; another seed is a new run (seed spread)
 
 # %% [markdown]
 # Everything else comes from `configs/models/alexnet.yaml` (every hyperparameter, with
@@ -49,7 +50,7 @@ from nbutils.runs import finish_run, record_class_table
 
 cfg = nbutils.setup(profile, model="alexnet", dataset=dataset, epochs=epochs,
                     batch_size=batch_size, architecture=architecture, norm=norm,
-                    compare_norms=compare_norms, tracking=tracking)
+                    compare_norms=compare_norms, tracking=tracking, seed=seed)
 settings = cfg.model
 device = torch_train.resolve_device(cfg.device)
 threads = torch_train.set_threads(settings.num_threads)

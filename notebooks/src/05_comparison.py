@@ -236,6 +236,21 @@ display(Markdown(creport.significance_markdown(comparison.pairwise)
                  if len(comparison.pairwise) else "Nothing to test: fewer than two runs."))
 
 # %% [markdown]
+# **What these tests do not cover.** McNemar's test and the bootstrap resample the *test
+# images*: they say whether this test set can tell two trained models apart. They say
+# nothing about training again: another seed (initial weights, batch order,
+# augmentation) gives another model with another accuracy. The course runner repeats
+# the fastest training notebook with other seeds (`--seeds 43,44`); the spread of its
+# accuracy is the yardstick for differences between models trained once.
+
+# %%
+spread = canalysis.seed_spread(runs)
+display(Markdown(canalysis.seed_spread_markdown(spread)))
+for label, s in spread.items():
+    print(f"{label}: retraining with another seed moved test accuracy by up to "
+          f"{s['range'] * 100:.1f} points (sd {s['sd'] * 100:.1f})")
+
+# %% [markdown]
 # Whatever the models scored, these must hold (nbval checks the printed answers):
 
 # %%
