@@ -63,8 +63,8 @@ def _optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float
 
 def lr_find(model: nn.Module, loader: Any, *, start_lr: float = 1e-5, end_lr: float = 3.0,
             num_steps: int = 100, momentum: float = 0.9, weight_decay: float = 5e-4,
-            beta: float = 0.9, diverge: float = 4.0, criterion: nn.Module | None = None
-            ) -> LRFinderResult:
+            beta: float = 0.9, diverge: float = 4.0, criterion: nn.Module | None = None,
+            autocast_dtype: torch.dtype | None = None) -> LRFinderResult:
     """Run the range test on batches of ``loader`` (cycled) and restore ``model`` after.
 
     Args:
@@ -75,6 +75,8 @@ def lr_find(model: nn.Module, loader: Any, *, start_lr: float = 1e-5, end_lr: fl
         beta: smoothing of the recorded loss (exponential moving average).
         diverge: stop once the smoothed loss exceeds this multiple of its minimum.
         criterion: the loss (cross-entropy by default).
+        autocast_dtype: run the forward pass under autocast with this dtype (as the
+            training will, e.g. ``torch.bfloat16``); ``None`` keeps fp32.
     """
     if not 0 < start_lr < end_lr:
         raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
@@ -90,7 +92,9 @@ def lr_find(model: nn.Module, loader: Any, *, start_lr: float = 1e-5, end_lr: fl
             lr = start_lr * factor ** i
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = criterion(model(x), y)
+            with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                loss = criterion(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

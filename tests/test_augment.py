@@ -125,7 +125,8 @@ def test_lr_find_restores_the_model_and_suggests_a_rate_before_divergence(shapes
                                             fc_width=32, dropout=0.0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     loaders = td.make_loaders(shapes_data, 16, mode="tensor", seed=1)
-    result = lr_find(model, loaders["train"], start_lr=1e-4, end_lr=50.0, num_steps=80)
+    result = lr_find(model, loaders["train"], start_lr=1e-4, end_lr=50.0, num_steps=80,
+                     autocast_dtype=torch.bfloat16)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert result.diverged                         # 50 is far too large: it stopped early

@@ -191,9 +191,11 @@ if depth:
 # %%
 finder = None
 if settings.lr_find:
+    amp = torch_train.amp_settings(device, mixed)
     finder = lr_find(model.to(device), loaders["train"], start_lr=1e-4, end_lr=10.0,
                      num_steps=settings.lr_find_steps, momentum=settings.momentum,
-                     weight_decay=settings.weight_decay)
+                     weight_decay=settings.weight_decay,
+                     autocast_dtype=amp.dtype if amp.enabled else None)
     finder.plot()
     plt.show()
     print(f"range test: steepest descent at {finder.steepest:.3g}, minimum / 10 at "
