@@ -72,6 +72,39 @@ def apple_silicon() -> bool:
     return platform.system() == "Darwin" and platform.machine() == "arm64"
 
 
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine from ``/proc/stat``, in clock ticks."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user time
+    return total - idle, total
+
+
+def busy_cores_elsewhere(interval: float = 0.5) -> float | None:
+    """How many cores other processes keep busy right now (Linux; ``None`` elsewhere).
+
+    The machine's busy CPU time over ``interval`` seconds, minus this process's own.
+    """
+    import time
+
+    start, own0 = _cpu_jiffies(), os.times()
+    if start is None:
+        return None
+    time.sleep(interval)
+    end, own1 = _cpu_jiffies(), os.times()
+    if end is None:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = (end[0] - start[0]) / ticks
+    own = (own1.user - own0.user) + (own1.system - own0.system)
+    elapsed = max(interval, (end[1] - start[1]) / ticks / max(1, os.cpu_count() or 1))
+    return max(0.0, busy - own) / elapsed
+
+
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     """Whether the CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16).
 

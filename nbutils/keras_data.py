@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["configure_tensorflow", "make_dataset", "dataset_arrays", "numpy_arrays", "keras",
+__all__ = ["mix_batches", "configure_tensorflow", "make_dataset", "dataset_arrays", "numpy_arrays", "keras",
            "tf"]
 
 
@@ -153,6 +153,33 @@ def _per_image(data: Any, normalize: bool, one_hot: bool) -> Any:
         return image, label
 
     return prepare
+
+
+def mix_batches(ds: tf.data.Dataset, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+                seed: int = 42) -> tf.data.Dataset:
+    """MixUp and/or CutMix on the batches of a training dataset (Keras's own layers).
+
+    The batches must carry one-hot labels (``make_dataset(..., one_hot=True)``): the
+    labels are mixed with the images. With both on, each batch gets one of the two at
+    random. Images stay uint8 (the mixed pixels are rounded), as the model expects.
+    """
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return ds
+    mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed) if mixup_alpha > 0 else None
+    cutmix = keras.layers.CutMix(factor=cutmix_alpha, seed=seed + 1) if cutmix_alpha > 0 else None
+
+    def one(layer: keras.layers.Layer, images: tf.Tensor, labels: tf.Tensor):
+        out = layer({"images": tf.cast(images, tf.float32), "labels": labels})
+        mixed = tf.cast(tf.round(tf.clip_by_value(out["images"], 0.0, 255.0)), images.dtype)
+        return mixed, tf.cast(out["labels"], labels.dtype)
+
+    def mix(images: tf.Tensor, labels: tf.Tensor):
+        if mixup is None or cutmix is None:
+            return one(mixup or cutmix, images, labels)
+        return tf.cond(tf.random.uniform([], seed=seed) < 0.5,
+                       lambda: one(mixup, images, labels), lambda: one(cutmix, images, labels))
+
+    return ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def make_dataset(

@@ -31,7 +31,7 @@ from .images import as_image_batch, resize_images
 from .inference import ClassifierInfo, check_outputs, write_classifier_info
 
 # keras_data selects the TensorFlow backend before it imports keras and tensorflow
-from .keras_data import configure_tensorflow, keras, make_dataset, tf
+from .keras_data import configure_tensorflow, keras, make_dataset, mix_batches, tf
 from .locks import LOCK_FILE, RunLock
 from .paths import atomic_write_text, clear_folder
 from .settings import Settings
@@ -145,6 +145,10 @@ def _augmentation(settings: Mapping[str, Any], seed: int) -> keras.Sequential | 
     if settings["contrast"] > 0:
         layers.append(keras.layers.RandomContrast(settings["contrast"], value_range=(0.0, 1.0),
                                                   seed=seed + 3))
+    if settings.get("rand_augment"):  # two random operations per image (Cubuk et al., 2020)
+        layers.append(keras.layers.RandAugment(value_range=(0.0, 1.0), num_ops=2,
+                                               factor=settings.get("rand_augment_factor", 0.5),
+                                               seed=seed + 5))
     return keras.Sequential(layers, name="augmentation") if layers else None
 
 
@@ -343,6 +347,8 @@ class KerasTrainConfig(Settings):
     learning_rate: float = 3e-3
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
     early_stopping_patience: int = 8
     monitor: str = "val_accuracy"
     jit_compile: bool = False
@@ -403,8 +409,9 @@ def fit(
     # full batches only: no extra graph for a last, smaller batch and no BatchNorm statistics
     # from a handful of images; the dropped images change every epoch (reshuffled)
     drop = len(data.train) >= config.batch_size
-    train_ds = make_dataset(data, "train", config.batch_size, shuffle=True, seed=seed,
-                            drop_remainder=drop)
+    train_ds = mix_batches(make_dataset(data, "train", config.batch_size, shuffle=True,
+                                        seed=seed, drop_remainder=drop),
+                           config.mixup_alpha, config.cutmix_alpha, seed)
     val_ds = make_dataset(data, "val", config.batch_size, shuffle=False)
     steps = len(data.train) // config.batch_size if drop else 1
     compile_cnn(model, steps, config.epochs, config.learning_rate, config.warmup_epochs,

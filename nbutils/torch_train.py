@@ -189,8 +189,20 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 def idle_cores(load_average: float | None = None) -> int:
-    """Cores not busy with other work: usable cores minus the 1-minute load, at least 1."""
+    """Cores not busy with other work, at least 1.
+
+    ``load_average`` is the number of cores other processes keep busy; by default it is
+    measured now (:func:`nbutils.hardware.busy_cores_elsewhere`, a short sample that
+    leaves out this process), falling back to the 1-minute load average. The load
+    average alone also counts this process's own recent work (the data loading just
+    before training, the notebook that ran before it), and would halve the threads of
+    a run on an otherwise idle machine.
+    """
+    from .hardware import busy_cores_elsewhere
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load_average is None:
+        load_average = busy_cores_elsewhere()
     if load_average is None:
         load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(cores, int(round(cores - load_average))))

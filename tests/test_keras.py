@@ -362,3 +362,26 @@ def test_torchvision_after_keras_in_one_process() -> None:
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "torch.Size([1, 1000])" in done.stdout
+
+
+def test_mixup_and_cutmix_batches_keep_uint8_images_and_mix_the_labels(shapes) -> None:
+    ds = kd.make_dataset(shapes, "train", 8, shuffle=False, one_hot=True)
+    for alpha_mix, alpha_cut in ((0.4, 0.0), (0.0, 1.0), (0.4, 1.0)):
+        mixed = kd.mix_batches(ds, alpha_mix, alpha_cut, seed=1)
+        images, labels = next(iter(mixed))
+        original, onehot = next(iter(ds))
+        assert images.dtype == original.dtype == tf.uint8 and images.shape == original.shape
+        np.testing.assert_allclose(labels.numpy().sum(1), 1.0, atol=1e-5)
+        assert (labels.numpy().max(1) < 1.0).any()          # some labels really are mixed
+        assert not np.array_equal(images.numpy(), original.numpy())
+    assert kd.mix_batches(ds) is ds                         # off: the dataset itself
+
+
+def test_rand_augment_joins_the_augmentation_block(shapes) -> None:
+    block = kt.augmentation_layers(None, seed=0, rand_augment=True)
+    assert any(type(layer).__name__ == "RandAugment" for layer in block.layers)
+    model = kt.build_cnn_for(shapes, None, seed=0, **{**TINY, "rand_augment": True})
+    x = np.asarray(shapes.train.images[:4])
+    assert np.isfinite(model(x, training=True).numpy()).all()
+    kt.fit(model, shapes, kt.KerasTrainConfig(epochs=1, batch_size=16, mixup_alpha=0.2),
+           progress=False)

@@ -114,3 +114,50 @@ def test_the_resnet_run_sits_beside_the_alexnet_run(tmp_path, record_factory) ->
     assert names.index("02b_pytorch_resnet") == names.index("02_pytorch_alexnet") + 1
     assert [p.stem for p in discover_notebooks(REPO / "notebooks", ["02b"])] == [
         "02b_pytorch_resnet"]
+
+
+def test_a_resnet_on_cifar100_records_top5(tmp_path, cifar_writer, cpu_only) -> None:
+    import nbutils
+    from nbutils import torch_data as td
+    from nbutils.data import load_for
+    from nbutils.runs import finish_run
+    from nbutils.torch_resnet import config_from_settings
+
+    cifar_writer(tmp_path / "d" / "raw" / "cifar-100-python.tar.gz", kind="cifar100",
+                 num_classes=100, per_class_train=3, per_class_test=1)
+    cfg = nbutils.setup("smoke", model="resnet", verbose=False, dataset="cifar100",
+                        data_dir=str(tmp_path / "d"), outputs_dir=str(tmp_path / "o"))
+    data = load_for(cfg, progress=False)
+    assert data.num_classes == 100
+    torch.manual_seed(0)
+    model = tm.build_model(config_from_settings(cfg.model, data.num_classes, data.image_size))
+    loaders = td.make_loaders(data, 32, mode="tensor", seed=0)
+    result = tt.fit(model, loaders["train"], loaders["val"],
+                    tt.TrainConfig.from_settings(cfg.model, epochs=1), progress=False)
+    probs = tt.predict_proba(model, data.test.images, data.mean, data.std)
+    record = finish_run(cfg, data, notebook="02b_pytorch_resnet", framework="pytorch",
+                        model=model.model_config.name, probs=probs, fit=result, num_params=1,
+                        show=False)
+    assert record.test.top5_accuracy is not None
+    assert record.test.accuracy <= record.test.top5_accuracy <= 1.0
+
+
+def test_busy_cores_leave_out_this_process(monkeypatch) -> None:
+    import os
+    import time
+
+    from nbutils import hardware
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    cores = os.cpu_count() or 1
+    samples = [(0, 0), (int(1.5 * ticks), 2 * cores * ticks)]  # 1.5 core-s busy in 2 s
+    times = [os.times_result((10.0, 1.0, 0, 0, 0)), os.times_result((10.4, 1.1, 0, 0, 0))]
+    monkeypatch.setattr(hardware, "_cpu_jiffies", lambda: samples.pop(0))
+    monkeypatch.setattr(hardware.os, "times", lambda: times.pop(0) if times else times_end)
+    times_end = times[-1]
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    busy = hardware.busy_cores_elsewhere(interval=2.0)
+    assert busy == pytest.approx((1.5 - 0.5) / 2.0)   # 0.5 core-s were this process's own
+    assert tt.idle_cores(load_average=0.4) == min(cores, round(cores - 0.4))
+    monkeypatch.setattr(hardware, "_cpu_jiffies", lambda: None)
+    assert hardware.busy_cores_elsewhere() is None

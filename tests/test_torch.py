@@ -498,10 +498,15 @@ def test_predict_proba_checks_its_input() -> None:
 def test_set_threads(monkeypatch) -> None:
     before = torch.get_num_threads()
     try:
-        monkeypatch.setattr(tt.os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+        from nbutils import hardware
+
+        monkeypatch.setattr(hardware, "busy_cores_elsewhere", lambda: 50.0)
         assert tt._fix_threads(0) == 1                 # a crowded machine: one thread
-        monkeypatch.setattr(tt.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        monkeypatch.setattr(hardware, "busy_cores_elsewhere", lambda: 0.0)
         assert tt._fix_threads(0) == len(os.sched_getaffinity(0))
+        monkeypatch.setattr(hardware, "busy_cores_elsewhere", lambda: None)  # not Linux
+        monkeypatch.setattr(tt.os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+        assert tt._fix_threads(0) == 1
         assert tt._fix_threads(1) == 1
         assert tt._fix_threads(-1) == torch.get_num_threads() == 1
         assert tt.set_threads(1) == 1 and torch.get_num_threads() == 1

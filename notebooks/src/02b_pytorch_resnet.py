@@ -22,8 +22,8 @@ dataset = None           # None keeps the profile dataset; e.g. imagefolder:PATH
 epochs = None            # None keeps the profile value
 batch_size = None        # None keeps the profile value
 lr = None                # None keeps the config value; "find" trains with the range test's choice
-mixup_alpha = None       # None keeps the config value (0 = off)
-cutmix_alpha = None      # None keeps the config value (0 = off)
+mixup_alpha = None       # None keeps the config value (0: off)
+cutmix_alpha = None      # None keeps the config value (0: off)
 trivial_augment = None   # None keeps the config value (False)
 compare_depth = None     # None keeps the config value; False skips plain vs residual
 deep_blocks = None       # None keeps the config value ([2, 2, 2]): blocks of the deeper pair
