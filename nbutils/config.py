@@ -395,7 +395,7 @@ _RANGES: dict[str, tuple[float | None, float | None, str]] = {
         "threads", "near_duplicate_distance", "n_disagreements", "augment_padding",
         "rotation", "translate", "zoom", "contrast")},
     **{k: (0, 4, "in [0, 4]") for k in ("mixup_alpha", "cutmix_alpha")},
-    **{k: (0, 1, "in [0, 1]") for k in ("threshold",)},
+    **{k: (0, 1, "in [0, 1]") for k in ("threshold", "rand_augment_factor")},
     **{k: (0, 1, "in [0, 1)") for k in ("dropout", "label_smoothing")},
     **{k: (0, 1, "in [0, 1]") for k in ("freeze_fraction", "warmup_ratio", "momentum",
                                         "bn_momentum")},

@@ -98,7 +98,7 @@ def lr_find(model: nn.Module, loader: Any, *, start_lr: float = 1e-5, end_lr: fl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            avg = beta * avg + (1 - beta) * float(loss)
+            avg = beta * avg + (1 - beta) * float(loss.detach())
             smoothed = avg / (1 - beta ** (i + 1))
             lrs.append(lr)
             losses.append(smoothed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from .records import RunRecord, find_records, write_record
 
 __all__ = ["finish_run", "example_indices", "record_class_table", "load_test_probabilities",
            "other_runs_summary", "MissingRun", "FoundRuns", "find_runs", "produce_command",
-           "with_rerun_command", "load_run_data"]
+           "with_rerun_command", "load_run_data", "is_seed_replicate"]
 
 def example_indices(labels: np.ndarray, n: int = 10, seed: int = 0) -> np.ndarray:
     """``n`` fixed test indices spread over the classes (the same for every model)."""
@@ -255,6 +256,12 @@ def with_rerun_command(reason: str, path: Path, profile: str, dataset: str) -> s
     if not prefix.isdigit():
         return reason
     return f"{reason} To re-create it: {produce_command(profile, dataset, [prefix])}"
+
+
+def is_seed_replicate(record: RunRecord) -> bool:
+    """Whether ``record`` is a run repeated with another seed and nothing else changed
+    (its variant is ``seed-N``, what ``python -m nbutils.run --seeds`` makes)."""
+    return re.fullmatch(r"seed-\d+", str(record.config.get("variant", ""))) is not None
 
 
 def find_runs(outputs_dir: str | Path, dataset: str, profile: str) -> FoundRuns:

@@ -94,7 +94,7 @@ def test_the_resnet_run_sits_beside_the_alexnet_run(tmp_path, record_factory) ->
     from nbutils.gradcam.runs import find_trained_models
     from nbutils.records import write_record
     from nbutils.run import discover_notebooks
-    from nbutils.runs import find_runs
+    from nbutils.runs import find_runs, is_seed_replicate
 
     outputs = tmp_path / "outputs"
     for notebook, model in (("02_pytorch_alexnet", "alexnet-small-bn"),
@@ -107,7 +107,12 @@ def test_the_resnet_run_sits_beside_the_alexnet_run(tmp_path, record_factory) ->
         write_record(rec, outputs)
     found = find_runs(outputs, "shapes", "smoke")
     assert [r.notebook for r in found.records] == ["02_pytorch_alexnet", "02b_pytorch_resnet"]
+    assert not any(is_seed_replicate(r) for r in found.records)
     assert "02" not in [m.prefix for m in found.missing]
+    seed = record_factory(notebook="02_pytorch_alexnet", model="alexnet-small-bn",
+                          config={"variant": "seed-43"})
+    seed.artifacts = {"model": str(folder)}
+    write_record(seed, outputs)   # a seed replicate: the same model again, not a third one
     labels = [m.label for m in find_trained_models(outputs, "shapes", "smoke").models]
     assert labels == ["PyTorch (alexnet-small-bn)", "PyTorch (resnet9-w48)"]
     names = [p.stem for p in discover_notebooks(REPO / "notebooks")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +10,13 @@ import numpy as np
 
 from ..paths import resolve_path
 from ..records import RunRecord
-from ..runs import MissingRun, find_runs, load_test_probabilities, with_rerun_command
+from ..runs import (
+    MissingRun,
+    find_runs,
+    is_seed_replicate,
+    load_test_probabilities,
+    with_rerun_command,
+)
 
 __all__ = ["Run", "MissingRun", "RunSet", "load_runs", "is_seed_replicate"]
 
@@ -151,11 +156,6 @@ def load_runs(outputs_dir: str | os.PathLike[str], dataset: str, profile: str) -
                   missing=found.missing, problems=found.problems + problems,
                   replicates=replicates)
 
-
-def is_seed_replicate(record: RunRecord) -> bool:
-    """Whether ``record`` is a run repeated with another seed and nothing else changed
-    (its variant is ``seed-N``, what ``python -m nbutils.run --seeds`` makes)."""
-    return re.fullmatch(r"seed-\d+", str(record.config.get("variant", ""))) is not None
 
 
 def _load_run(rec: RunRecord, out: Path, first: Run | None,

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..frameworks.registry import get_framework, training_notebooks
 from ..paths import atomic_write_json, resolve_path
-from ..runs import find_runs, produce_command
+from ..runs import find_runs, is_seed_replicate, produce_command
 
 __all__ = ["TrainedModel", "ModelSet", "find_trained_models", "load_models",
            "cam_record_path", "write_cam_record", "read_cam_record", "format_summary",
@@ -120,7 +120,8 @@ def find_trained_models(outputs_dir: str | Path, dataset: str, profile: str) -> 
                                for m in found.missing],
                       problems=[f"{path.name}: {reason}" for path, reason in found.problems
                                 if path.name[:2] in notebooks])
-    mine = [r for r in found.records if r.notebook[:2] in notebooks]
+    mine = [r for r in found.records  # seed replicates are the same model, retrained
+            if r.notebook[:2] in notebooks and not is_seed_replicate(r)]
     for rec in mine:
         folder = rec.artifacts.get("model")
         model_dir = resolve_path(folder) if folder else None

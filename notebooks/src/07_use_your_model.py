@@ -37,7 +37,7 @@ from nbutils.export import export_onnx
 from nbutils.images import fit_image
 from nbutils.paths import display_path
 from nbutils.predict import Predictor, read_image
-from nbutils.runs import find_runs
+from nbutils.runs import find_runs, is_seed_replicate
 from nbutils.samples import SAMPLE_PHOTOS, write_sample_photos
 
 cfg = nbutils.setup(profile, model="use_model", dataset=dataset, fit=fit,
@@ -56,7 +56,7 @@ found = find_runs(cfg.outputs_dir, cfg.dataset, cfg.profile)
 rows = [{"notebook": r.notebook, "model": r.model, "framework": r.framework,
          "val_acc": max(h.get("val_acc", float("nan")) for h in r.history),
          "test_acc": r.test.accuracy, "folder": r.artifacts.get("model")}
-        for r in found.records if r.artifacts.get("model")]
+        for r in found.records if r.artifacts.get("model") and not is_seed_replicate(r)]
 if not rows and model_dir is None:
     raise RuntimeError(f"No saved model for this dataset and profile. Train one first:\n"
                        f"    {found.command}")
