@@ -96,7 +96,8 @@ def test_runner_refuses_a_parameter_no_notebook_has(tmp_path: Path) -> None:
                            "02", "-p", "epoch=2"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     assert proc.returncode != 0
-    assert "no selected notebook (02_pytorch_alexnet) has a parameter 'epoch'" in proc.stderr
+    assert ("no selected notebook (02_pytorch_alexnet, 02b_pytorch_resnet) has a parameter "
+            "'epoch'") in proc.stderr  # --only 02 selects 02 and 02b
     assert "Did you mean 'epochs'" in proc.stderr
 
 
