@@ -50,8 +50,19 @@ class Classifier(Protocol):
 
 
 def write_classifier_info(model_dir: str | Path, info: ClassifierInfo) -> Path:
-    """Write ``classifier.json`` atomically into ``model_dir``."""
-    path = Path(model_dir) / INFO_FILE
+    """Write ``classifier.json`` atomically into ``model_dir``.
+
+    A model saved into a folder makes the exports of the previous model in it (``onnx/``,
+    ``onnx-int8/``: sub-folders with a ``classifier.json`` of their own) stale: they are
+    removed, so nothing can serve an old model under the new one's name.
+    """
+    import shutil
+
+    folder = Path(model_dir)
+    for sub in (folder.iterdir() if folder.is_dir() else []):
+        if sub.is_dir() and (sub / INFO_FILE).is_file():
+            shutil.rmtree(sub, ignore_errors=True)
+    path = folder / INFO_FILE
     atomic_write_text(path, json.dumps(asdict(info), indent=2) + "\n")
     return path
 

@@ -418,3 +418,17 @@ def test_a_model_folder_size_leaves_out_its_exports(tmp_path: Path) -> None:
     (tmp_path / "m" / "onnx" / "model.onnx").write_bytes(b"\0" * 5000)
     assert dir_size_bytes(tmp_path / "m") == 1002
     assert dir_size_bytes(tmp_path / "m" / "onnx") == 5002
+
+
+def test_saving_a_new_model_removes_the_old_exports(torch_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from nbutils import torch_train as tt
+
+    folder = tmp_path / "m"
+    shutil.copytree(torch_dir, folder)
+    ex.export_onnx(folder, latency=False, int8=True)
+    assert (folder / "onnx").is_dir() and (folder / "onnx-int8").is_dir()
+    clf = load_classifier(folder)
+    tt.save_classifier(folder, clf.model, clf.info)       # retrained, saved in place
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "classifier.json", "model.safetensors", "model_config.json"]
