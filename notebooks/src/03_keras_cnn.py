@@ -153,7 +153,8 @@ probs_again = reloaded.predict_proba(data.test.images)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("saved files:", sorted(p.name for p in MODEL_DIR.iterdir() if not p.name.startswith(".")))
+print("saved files:", sorted(p.name for p in MODEL_DIR.iterdir() if p.is_file()
+                            and not p.name.startswith(".")))
 print("reloaded with safe_mode=True:", type(reloaded.model).__name__)
 print("identical predictions:", bool(np.array_equal(probs.argmax(1), probs_again.argmax(1))
                                      and np.allclose(probs, probs_again, atol=1e-6)))
