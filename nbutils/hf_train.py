@@ -37,7 +37,7 @@ from . import hf_offline  # sets USE_TF=0 (and friends) before transformers load
 from .fitting import FitResult, Stopwatch
 from .frameworks.registry import ModelRegistry
 from .inference import ClassifierInfo, check_outputs, read_classifier_info, write_classifier_info
-from .paths import clear_folder, make_temp_dir, replace_folder
+from .paths import clear_folder, folder_built_beside
 from .settings import Settings
 
 import torch  # noqa: E402
@@ -657,17 +657,12 @@ def save_classifier(model_dir: str | os.PathLike[str], model: Any, info: Classif
     """
     target = Path(model_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(target)
-    try:
+    with folder_built_beside(target) as tmp:
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
         model.save_pretrained(tmp)
         if not _is_timm(processor):  # timm keeps its processor settings in config.json
             processor.save_pretrained(tmp)
         write_classifier_info(tmp, info)
-        replace_folder(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

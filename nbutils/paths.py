@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["project_root", "configs_dir", "resolve_path", "display_path", "atomic_write",
            "atomic_write_text", "atomic_write_json", "json_default", "current_umask",
-           "make_temp_dir", "replace_folder", "remove_stale_temp_dirs", "clear_folder"]
+           "make_temp_dir", "replace_folder", "folder_built_beside", "remove_stale_temp_dirs", "clear_folder"]
 
 
 def _looks_like_root(path: Path) -> bool:
@@ -100,6 +100,24 @@ def replace_folder(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) 
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+@contextmanager
+def folder_built_beside(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a folder in a temporary place beside ``target``; on success it replaces ``target``.
+
+    On an error nothing of it is left and ``target`` is untouched::
+
+        with folder_built_beside(out) as tmp:
+            write_files(tmp)
+    """
+    tmp = make_temp_dir(target)
+    try:
+        yield tmp
+        replace_folder(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def clear_folder(folder: str | os.PathLike[str], keep: tuple[str, ...] = ()) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from ..inference import (
     training_size,
     write_classifier_info,
 )
-from ..paths import atomic_write_json, display_path, make_temp_dir, replace_folder, resolve_path
+from ..paths import atomic_write_json, display_path, folder_built_beside, resolve_path
 from ..runs import load_run_data
 from .runtime import ONNX_FILE
 from .runtime import load_classifier as load_onnx
@@ -157,8 +156,7 @@ def _write_export(clf: Any, folder: Path, target: Path, images: np.ndarray,
         raise ExportError(f"{get_framework(info.framework).label} models cannot be exported to "
                           f"ONNX (exporters: {', '.join(onnx_exporters())})")
     source = training_size(info, folder)
-    tmp = make_temp_dir(target)
-    try:
+    with folder_built_beside(target) as tmp:
         graph = importlib.import_module(exporter).export_graph(clf, tmp / ONNX_FILE, source)
         onnx_info = _export_info(info, graph, source, folder)
         write_classifier_info(tmp, onnx_info)
@@ -170,10 +168,6 @@ def _write_export(clf: Any, folder: Path, target: Path, images: np.ndarray,
                 f"nothing was written. Please report it with the model folder {folder}.")
         onnx_info.extra["parity"] = asdict(parity)
         write_classifier_info(tmp, onnx_info)
-        replace_folder(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return parity
 
 
@@ -189,8 +183,7 @@ def quantize_int8(onnx_dir: str | Path, out: str | Path) -> Path:
 
     src, target = resolve_path(onnx_dir), resolve_path(out)
     info = read_classifier_info(src)
-    tmp = make_temp_dir(target)
-    try:
+    with folder_built_beside(target) as tmp:
         prepared = tmp / "prepared.onnx"
         logging.disable(logging.WARNING)  # it warns that the uint8 image input stays as it is
         try:
@@ -203,10 +196,6 @@ def quantize_int8(onnx_dir: str | Path, out: str | Path) -> Path:
                           quantized_from=str(src))
         info.extra.pop("parity", None)
         write_classifier_info(tmp, info)
-        replace_folder(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
