@@ -236,7 +236,7 @@ class RunConfig:
         lines = [
             f"profile      : {self.profile}  ({v['description']})",
             f"device       : {v['device']}  [{self.hardware.describe()}]",
-            f"seed         : {v['seed']}   mixed precision: {v['mixed_precision']}",
+            f"seed         : {v['seed']}   precision: {v['precision']}",
             f"dataset      : {v['dataset']}",
             f"image size   : {d['image_size']}   val fraction: {d['val_fraction']}   "
             f"caps/class: train={d['max_train_per_class']} test={d['max_test_per_class']}",
@@ -455,6 +455,41 @@ def _check_values(values: dict[str, Any], hw: Hardware) -> None:
             "Use profile='cpu' (or device='auto'), or check `nvidia-smi`."
         )
     _check_ranges(values, "")
+    values["precision"] = resolve_precision(values["precision"], values["device"],
+                                            values["mixed_precision"], hw)
+    values["mixed_precision"] = values["precision"] != "fp32"
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, device: str, mixed_precision: bool, hw: Hardware) -> str:
+    """The number format a run trains in: ``fp32``, ``bf16``, ``fp16`` or ``mixed``.
+
+    ``auto`` is bf16 on a CPU that computes bf16 natively (``hw.cpu_bf16``) and fp32 on
+    other CPUs (emulated bf16 is slower than fp32) and on Apple's GPU; on a CUDA GPU it
+    is ``mixed`` when ``mixed_precision`` is on (each framework takes bf16 where the GPU
+    supports it, else fp16) and fp32 otherwise. An explicit value that the device cannot
+    run is a :class:`ConfigError`.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if device == "cuda":
+        return ("mixed" if mixed_precision else "fp32") if precision == "auto" else precision
+    if device == "mps":
+        if precision not in ("auto", "fp32"):
+            raise ConfigError(f"precision {precision} is not used on Apple's GPU (mps) by the "
+                              "course's training loops; use precision='auto' or 'fp32'.")
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if hw.cpu_bf16 else "fp32"
+    if precision == "fp16":
+        raise ConfigError("precision fp16 needs a CUDA GPU; on the CPU use precision='bf16' "
+                          "(on CPUs that compute it natively) or 'fp32'.")
+    if precision == "bf16" and not hw.cpu_bf16:
+        raise ConfigError("precision bf16: this CPU does not compute bf16 natively, and emulated "
+                          "bf16 trains slower than fp32. Use precision='auto' or 'fp32'.")
+    return precision
 
 
 def load_config(

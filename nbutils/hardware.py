@@ -33,6 +33,7 @@ class Hardware:
     gpu_memory_gb: float | None = None
     platform: str = ""
     mps: bool = False
+    cpu_bf16: bool = False
 
     def describe(self) -> str:
         """One line such as ``2 CPU cores, no CUDA GPU``."""
@@ -105,11 +106,25 @@ def busy_cores_elsewhere(interval: float = 0.5) -> float | None:
     return max(0.0, busy - own) / elapsed
 
 
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16).
+def _apple_bf16() -> bool:
+    """Whether this Apple-silicon CPU has the Arm BF16 instructions (M2 and later)."""
+    try:
+        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True,
+                             text=True, timeout=5, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out == "1"
 
-    Read from ``/proc/cpuinfo`` (Linux); elsewhere ``False``, and the CPU trains in fp32.
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, or the
+    BF16 instructions of Apple silicon from M2 on).
+
+    Read from ``/proc/cpuinfo`` on Linux and ``sysctl`` on a Mac; elsewhere ``False``, and
+    the CPU trains in fp32.
     """
+    if cpuinfo is None and apple_silicon():
+        return _apple_bf16()
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
@@ -134,6 +149,7 @@ def detect_hardware() -> Hardware:
         gpu_memory_gb=round(gpu[1], 2) if gpu else None,
         platform=f"{platform.system()} {platform.machine()}, Python {sys.version.split()[0]}",
         mps=gpu is None and apple_silicon(),
+        cpu_bf16=cpu_has_bf16(),
     )
 
 

@@ -242,14 +242,18 @@ def set_trainable(model: Any, strategy: str, freeze_fraction: float = 0.0) -> di
 def precision_flags(precision: str, device: str) -> dict[str, bool]:
     """``{"fp16": ..., "bf16": ...}`` for ``TrainingArguments``.
 
-    ``auto`` picks bf16 on GPUs that support it, else fp16, and fp32 on the CPU
-    (CPU half precision is slower than fp32 on most processors).
+    ``auto`` picks bf16 on GPUs that support it, else fp16, and fp32 elsewhere. On the
+    CPU ``bf16`` trains under bf16 autocast (``use_cpu``), as the run config chooses on
+    CPUs that compute bf16 natively (:func:`nbutils.config.resolve_precision`); fp16
+    needs a CUDA GPU.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if device != "cuda":  # the CPU, or Apple's mps: fp32
+    if device == "cpu" and precision == "bf16":
+        return {"fp16": False, "bf16": True}
+    if device != "cuda":  # the CPU in fp32, or Apple's mps
         if precision in ("fp16", "bf16"):
-            print(f"note: precision={precision} needs a CUDA GPU here; training in fp32")
+            print(f"note: precision={precision} is not used on {device}; training in fp32")
         return {"fp16": False, "bf16": False}
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -421,8 +425,7 @@ class TransferConfig(Settings):
 
     Build it with :meth:`for_phase` from a notebook's config: the probe takes
     ``probe_epochs`` and ``probe_learning_rate``, fine-tuning ``epochs`` and
-    ``learning_rate``; ``precision: auto`` stays fp32 unless the run asks for mixed
-    precision.
+    ``learning_rate``; the precision is the run's (``precision`` in the profile).
 
     Attributes:
         strategy: ``linear_probe`` or ``fine_tune`` (see :func:`set_trainable`).
@@ -467,7 +470,7 @@ class TransferConfig(Settings):
         """The settings of one phase, from a notebook-04 :class:`~nbutils.config.RunConfig`."""
         m = cfg.model
         probe = strategy == "linear_probe"
-        precision = "fp32" if m.precision == "auto" and not cfg.mixed_precision else m.precision
+        precision = "auto" if cfg.precision == "mixed" else cfg.precision
         values = dict(strategy=strategy, epochs=m.probe_epochs if probe else m.epochs,
                       learning_rate=m.probe_learning_rate if probe else m.learning_rate,
                       precision=precision, seed=cfg.seed, num_workers=cfg.data.num_workers,

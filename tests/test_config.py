@@ -387,3 +387,47 @@ def test_mps_without_support_falls_back_to_the_cpu(capsys) -> None:
     assert resolve_device("mps") == torch.device("cpu")
     assert "cannot use the Apple GPU (mps); training on the CPU" in capsys.readouterr().out
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+# ------------------------------------------------------------------------ precision
+
+BF16_CPU = Hardware(cpu_count=2, cuda=False, platform="test", cpu_bf16=True)
+
+
+@pytest.mark.parametrize(("hw", "profile", "asked", "expected"), [
+    (BF16_CPU, "cpu", None, "bf16"),      # auto: native bf16 on this CPU
+    (CPU, "cpu", None, "fp32"),           # auto: emulated bf16 would be slower
+    (BF16_CPU, "cpu", "fp32", "fp32"),
+    (BF16_CPU, "smoke", None, "fp32"),    # CI: the same numbers on every machine
+    (GPU, "gpu", None, "mixed"),          # mixed_precision on: each framework picks bf16/fp16
+    (GPU, "gpu", "fp16", "fp16"),
+    (GPU, "cpu", None, "fp32"),           # mixed_precision off in the cpu profile, on a GPU
+])
+def test_precision_resolves_against_the_hardware(hw, profile, asked, expected) -> None:
+    cfg = load_config(profile, model="alexnet", hardware=hw, precision=asked)
+    assert cfg.precision == expected
+    assert cfg.mixed_precision is (expected != "fp32")
+    assert f"precision: {expected}" in cfg.summary()
+
+
+@pytest.mark.parametrize(("hw", "asked", "message"), [
+    (CPU, "bf16", "does not compute bf16 natively"),
+    (BF16_CPU, "fp16", "needs a CUDA GPU"),
+    (CPU, "bf61", "precision must be one of auto, fp32, bf16, fp16"),
+])
+def test_impossible_precision_is_a_clear_error(hw, asked, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("cpu", model="alexnet", hardware=hw, precision=asked)
+
+
+def test_precision_on_apple_gpu_is_fp32_or_an_error() -> None:
+    mac = Hardware(cpu_count=8, cuda=False, platform="test", mps=True, cpu_bf16=True)
+    assert load_config("cpu", hardware=mac, device="mps").precision == "fp32"
+    with pytest.raises(ConfigError, match="mps"):
+        load_config("cpu", hardware=mac, device="mps", precision="bf16")
+
+
+def test_a_precision_override_is_its_own_run() -> None:
+    base = load_config("cpu", model="alexnet", hardware=BF16_CPU)
+    fp32 = load_config("cpu", model="alexnet", hardware=BF16_CPU, precision="fp32")
+    assert base.run_id("02_pytorch_alexnet") != fp32.run_id("02_pytorch_alexnet")

@@ -339,6 +339,7 @@ def test_history_from_log_builds_course_epochs() -> None:
 def test_precision_flags() -> None:
     assert hf_train.precision_flags("auto", "cpu") == {"fp16": False, "bf16": False}
     assert hf_train.precision_flags("fp16", "cpu") == {"fp16": False, "bf16": False}
+    assert hf_train.precision_flags("bf16", "cpu") == {"fp16": False, "bf16": True}
     assert hf_train.precision_flags("fp32", "cuda") == {"fp16": False, "bf16": False}
     with pytest.raises(ValueError, match="precision"):
         hf_train.precision_flags("int8", "cpu")

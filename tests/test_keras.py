@@ -321,6 +321,30 @@ def test_setup_keras_on_cpu(cpu_only) -> None:
     kt.reset_device_peak()  # a no-op without a GPU
 
 
+@pytest.mark.parametrize(("precision", "on_gpu", "policy"), [
+    ("bf16", False, "mixed_bfloat16"), ("fp32", False, "float32"), ("mixed", False, "float32"),
+    ("mixed", True, "mixed_float16"), ("fp16", True, "mixed_float16")])
+def test_keras_policy_follows_the_run_precision(precision, on_gpu, policy) -> None:
+    assert kt.keras_policy(precision, on_gpu) == policy
+
+
+def test_a_bf16_model_is_saved_as_float32(shapes, tmp_path: Path) -> None:
+    settings = kt.model_settings(widths=[8], dense_units=16)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = kt.build_cnn_for(shapes, settings, seed=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.dtype_policy.name for layer in model.layers} >= {"mixed_bfloat16"}
+    folder = kt.save_classifier(tmp_path / "bf16", model, kt.classifier_info(shapes))
+    reloaded = load_any(folder)
+    assert {layer.dtype_policy.name for layer in reloaded.model.layers} == {"float32"}
+    images = shapes.test.images[:8]
+    np.testing.assert_allclose(reloaded.predict_proba(images), kt.predict_proba(model, images),
+                               atol=0.02)
+    assert kt.float32_model(reloaded.model) is reloaded.model
+
+
 def test_keras_side_never_imports_torch() -> None:
     code = ("import sys, nbutils, nbutils.keras_train, nbutils.benchmarks.keras_bench, "
             "nbutils.runs, nbutils.inference; nbutils.setup('smoke', verbose=False); "

@@ -46,10 +46,10 @@ def _sync(device: str) -> None:
 def _autocast(device: str, precision: str) -> Any:
     import torch
 
-    if device != "cuda" or precision in ("fp32", "auto"):
+    if precision in ("fp32", "auto") or device not in ("cuda", "cpu"):
         return nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device, dtype=dtype)
 
 
 def _train_rate(model: Any, pixels: Any, labels: Any, device: str, precision: str, steps: int,
@@ -208,10 +208,9 @@ def main(argv: list[str]) -> int:
                         else args.channels_last == "on")
     m = cfg.model
     device = cfg.device
-    precision = m.precision
-    if precision == "auto":
-        precision = "fp32" if device != "cuda" or not cfg.mixed_precision else (
-            "bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    precision = cfg.precision
+    if precision == "mixed":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     print(f"profile {cfg.profile} · {cfg.hardware.describe()} · {_load()}")
     result = measure(m.checkpoint, m.input_size, m.batch_size, device=device, precision=precision,
                      gradient_checkpointing=m.gradient_checkpointing,

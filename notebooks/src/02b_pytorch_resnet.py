@@ -57,7 +57,7 @@ cfg = nbutils.setup(profile, model="resnet", dataset=dataset, epochs=epochs,
 settings = cfg.model
 device = torch_train.resolve_device(cfg.device)
 threads = torch_train.set_threads(settings.num_threads)
-mixed = cfg.mixed_precision or (device.type == "cpu" and settings.cpu_bf16)
+mixed = cfg.mixed_precision  # bf16 on CPUs that compute it natively (precision: auto)
 print(f"autocast: {torch_train.amp_settings(device, mixed).label}")
 NOTEBOOK = "02b_pytorch_resnet"
 run_id = cfg.run_id(NOTEBOOK)

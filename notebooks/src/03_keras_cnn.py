@@ -144,6 +144,7 @@ print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s "
 # refused. The reloaded model must predict exactly what the trained one predicts.
 
 # %%
+model = keras_train.float32_model(model)  # a model trained in bf16 predicts and is saved in fp32
 tta = cfg.model.tta_flip  # average each image with its mirror image (as notebook 02)
 probs = keras_train.predict_proba(model, data.test.images, tta_flip=tta)
 info = keras_train.classifier_info(data, "keras_cnn", tta_flip=tta, extra={"run_id": RUN_ID})
