@@ -277,8 +277,12 @@ class _Meter:
             self.count += int(labels.numel())
 
     def result(self) -> tuple[float, float]:
-        n = max(self.count, 1)
-        return self.loss_sum / n, self.correct / n
+        """Mean loss and accuracy, over every process of a distributed run."""
+        from .distributed import all_reduce_sum
+
+        loss_sum, correct, count = all_reduce_sum([self.loss_sum, self.correct, self.count])
+        n = max(count, 1)
+        return loss_sum / n, correct / n
 
 
 class CourseTrainer(Trainer):
@@ -552,7 +556,8 @@ def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
                      best_epoch=best, device_peak_mb=device_peak_mb(device),
                      threads=[torch.get_num_threads()] if device == "cpu" else [],
                      load_average=clock.load,
-                     extra={"strategy": config.strategy, "trainable": trainable})
+                     extra={"strategy": config.strategy, "trainable": trainable,
+                            "processes": int(trainer.args.world_size)})
 
 
 def strategy_table(phases: Sequence[tuple[FitResult, float]]) -> dict[str, dict[str, Any]]:

@@ -39,7 +39,7 @@ from .settings import Settings
 __all__ = [
     "ARCH_KEYS", "ABLATION_VARIANTS", "MODEL_FILE", "MODELS", "KerasClassifier",
     "KerasTrainConfig", "LearningRateLogger", "EpochTimer", "TqdmProgress",
-    "setup_keras", "keras_policy", "float32_model", "model_settings", "augmentation_layers", "build_cnn", "build_cnn_for",
+    "setup_keras", "keras_policy", "split_cpu", "distribution_strategy", "DISTRIBUTE", "float32_model", "model_settings", "augmentation_layers", "build_cnn", "build_cnn_for",
     "compile_cnn", "make_callbacks", "fit", "history_to_records", "predict_proba",
     "classifier_info", "save_classifier", "load_classifier", "run_ablation", "ablation_frame",
     "save_ablation", "device_peak_mb", "reset_device_peak",
@@ -72,6 +72,39 @@ def keras_policy(precision: str, on_gpu: bool) -> str:
     return "float32"
 
 
+DISTRIBUTE = ("none", "mirrored")
+
+
+def split_cpu(devices: int) -> None:
+    """Make TensorFlow see the CPU as ``devices`` logical devices (for ``MirroredStrategy``
+    without GPUs). Must run before TensorFlow starts its runtime."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
+    except RuntimeError as exc:
+        if len(tf.config.list_logical_devices("CPU")) != devices:
+            raise RuntimeError(f"mirrored_cpus={devices}: TensorFlow has started already; "
+                               "set it before the first TensorFlow operation (restart the "
+                               "kernel).") from exc
+
+
+def distribution_strategy(settings: Mapping[str, Any]) -> tf.distribute.Strategy:
+    """The strategy ``settings["distribute"]`` names: ``none`` is TensorFlow's default
+    (one device); ``mirrored`` a ``MirroredStrategy`` over every GPU, or over the CPU's
+    logical devices when :func:`split_cpu` made more than one. Build *and* compile the
+    model inside ``strategy.scope()``; ``batch_size`` stays the global batch, split over
+    the replicas."""
+    choice = settings.get("distribute", "none")
+    if choice not in DISTRIBUTE:
+        raise ValueError(f"distribute must be one of {DISTRIBUTE}, got {choice!r}")
+    if choice == "none":
+        return tf.distribute.get_strategy()
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(gpus or (cpus if len(cpus) > 1 else None))
+
+
 def setup_keras(cfg: Any) -> dict[str, Any]:
     """Apply a run's device and precision choices to TensorFlow/Keras.
 
@@ -87,6 +120,8 @@ def setup_keras(cfg: Any) -> dict[str, Any]:
     """
     values = cfg.values if hasattr(cfg, "values") else dict(cfg)
     device = values.get("device", "cpu")
+    if int((values.get("model") or {}).get("mirrored_cpus", 0)) > 1:
+        split_cpu(int(values["model"]["mirrored_cpus"]))
     state = configure_tensorflow(memory_growth=True, hide_gpus=device == "cpu")
     gpus = tf.config.list_logical_devices("GPU")
     if device == "cuda" and not gpus:
@@ -546,11 +581,13 @@ def _float32_policies(obj: Any) -> Any:
     return obj
 
 
-def float32_model(model: keras.Model) -> keras.Model:
+def float32_model(model: keras.Model, copy: bool = False) -> keras.Model:
     """``model`` itself when every layer computes in float32, otherwise a float32 copy with
     the same weights (a model trained under ``mixed_bfloat16`` is saved this way, so it
-    runs at full precision wherever it is loaded, exported or explained)."""
-    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+    runs at full precision wherever it is loaded, exported or explained). ``copy``
+    always copies: a model built under a ``MirroredStrategy`` becomes an ordinary
+    one-device model to predict with and save."""
+    if not copy and all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
     copy = model.__class__.from_config(_float32_policies(model.get_config()))
     copy.set_weights(model.get_weights())

@@ -67,6 +67,9 @@ def lr_find(model: nn.Module, loader: Any, *, start_lr: float = 1e-5, end_lr: fl
             autocast_dtype: torch.dtype | None = None) -> LRFinderResult:
     """Run the range test on batches of ``loader`` (cycled) and restore ``model`` after.
 
+    The loader's random state (shuffling, augmentation) is put back too, so the training
+    that follows draws the same batches as it would without the test.
+
     Args:
         model: the network, already on the loader's device.
         loader: an iterable of ``(x, y)`` training batches.
@@ -82,6 +85,7 @@ def lr_find(model: nn.Module, loader: Any, *, start_lr: float = 1e-5, end_lr: fl
         raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
     criterion = criterion or nn.CrossEntropyLoss()
     saved = copy.deepcopy(model.state_dict())
+    loader_state = loader.state_dict() if hasattr(loader, "state_dict") else None
     was_training = model.training
     factor = (end_lr / start_lr) ** (1.0 / max(1, num_steps - 1))
     optimizer = _optimizer(model, start_lr, momentum, weight_decay)
@@ -109,6 +113,8 @@ def lr_find(model: nn.Module, loader: Any, *, start_lr: float = 1e-5, end_lr: fl
     finally:
         model.load_state_dict(saved)
         model.train(was_training)
+        if loader_state is not None:
+            loader.load_state_dict(loader_state)
     return _suggest(np.asarray(lrs), np.asarray(losses), diverged)
 
 

@@ -182,6 +182,10 @@ class TensorLoader(_BaseLoader):
         seed: seed of the loader's generator.
         channels_last: produce channels-last batches.
         size: resize batches to this side length (e.g. 224 for the original AlexNet).
+        shard: ``(rank, world_size)`` under several processes: every process draws the
+            same order of the whole split, and each takes its share of every batch
+            (``batch_size`` stays the batch of all processes together, so the
+            learning rate and schedule mean what they mean on one process).
     """
 
     kind = "tensor"
@@ -189,11 +193,13 @@ class TensorLoader(_BaseLoader):
     def __init__(self, images: np.ndarray, labels: np.ndarray, mean: Any, std: Any,
                  batch_size: int, device: str | torch.device = "cpu", shuffle: bool = False,
                  augment: Augment | None = None, drop_last: bool = False, seed: int = 0,
-                 channels_last: bool = True, size: int | None = None) -> None:
+                 channels_last: bool = True, size: int | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         device = torch.device(device)
         super().__init__(torch.as_tensor(np.asarray(mean, np.float32)),
                          torch.as_tensor(np.asarray(std, np.float32)), device, augment, seed,
                          channels_last, size)
+        self.rank, self.world_size = _check_shard(shard, batch_size)
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = torch.from_numpy(np.array(images, dtype=np.uint8)).to(device)  # a copy
@@ -220,9 +226,19 @@ class TensorLoader(_BaseLoader):
             if order is None:
                 x, y = self.images[sl], self.labels[sl]
             else:
-                idx = order[sl]
+                idx = order[sl][self.rank::self.world_size]
                 x, y = self.images[idx], self.labels[idx]
             yield self._prepare(x), y
+
+
+def _check_shard(shard: tuple[int, int], batch_size: int) -> tuple[int, int]:
+    rank, world = int(shard[0]), int(shard[1])
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} does not split evenly over {world} processes: "
+                         f"use a multiple of {world}")
+    return rank, world
 
 
 class UInt8Dataset(torch.utils.data.Dataset):
@@ -265,7 +281,7 @@ class DeviceLoader(_BaseLoader):
                  batch_size: int, device: str | torch.device = "cpu", shuffle: bool = False,
                  augment: Augment | None = None, drop_last: bool = False, seed: int = 0,
                  channels_last: bool = True, size: int | None = None,
-                 num_workers: int = 2) -> None:
+                 num_workers: int = 2, shard: tuple[int, int] = (0, 1)) -> None:
         device = torch.device(device)
         super().__init__(torch.as_tensor(np.asarray(mean, np.float32)),
                          torch.as_tensor(np.asarray(std, np.float32)), device, augment, seed,
@@ -273,12 +289,19 @@ class DeviceLoader(_BaseLoader):
         self.dataset = UInt8Dataset(images, labels)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
+        rank, world = _check_shard(shard, self.batch_size)
         self.sampler_generator = _generator(torch.device("cpu"), seed + 1)
+        self.sampler = None if world == 1 else torch.utils.data.distributed.DistributedSampler(
+            self.dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed + 1,
+            drop_last=drop_last)
+        self.epoch = 0
         self.loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=shuffle,
+            self.dataset, batch_size=self.batch_size // world,
+            shuffle=shuffle and self.sampler is None, sampler=self.sampler,
             drop_last=drop_last and len(self.dataset) > self.batch_size,
             num_workers=num_workers, pin_memory=device.type == "cuda",
-            persistent_workers=num_workers > 0, generator=self.sampler_generator,
+            persistent_workers=num_workers > 0,
+            generator=self.sampler_generator if self.sampler is None else None,
         )
 
     def __len__(self) -> int:
@@ -291,6 +314,9 @@ class DeviceLoader(_BaseLoader):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"
+        if self.sampler is not None:  # a new shuffle of the shards every epoch
+            self.sampler.set_epoch(self.epoch)
+            self.epoch += 1
         for x, y in self.loader:
             x = x.to(self.device, non_blocking=non_blocking)
             y = y.to(self.device, non_blocking=non_blocking)
@@ -298,13 +324,15 @@ class DeviceLoader(_BaseLoader):
 
     def state_dict(self) -> dict[str, Any]:
         """Random state of the augmentation and of the shuffling."""
-        return {**super().state_dict(), "sampler": self.sampler_generator.get_state()}
+        return {**super().state_dict(), "sampler": self.sampler_generator.get_state(),
+                "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         super().load_state_dict(state)
         if "sampler" in state:
             self.sampler_generator.set_state(state["sampler"])
+        self.epoch = int(state.get("epoch", 0))
 
 
 def _available_memory(device: torch.device) -> float:
@@ -350,6 +378,7 @@ def make_loaders(
     num_workers: int = 2,
     eval_batch_size: int | None = None,
     splits: tuple[str, ...] = ("train", "val", "test"),
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, TensorLoader | DeviceLoader]:
     """Loaders for the splits of ``data``: the training one shuffled and augmented.
 
@@ -366,6 +395,9 @@ def make_loaders(
         num_workers: DataLoader workers (``dataloader`` mode).
         eval_batch_size: batch size of val/test loaders (default: 2 x batch_size).
         splits: which splits to build.
+        shard: ``(rank, world_size)`` of this process under several processes: the
+            training split is shared out (see :class:`TensorLoader`); every process
+            evaluates the whole validation and test splits.
     """
     device = torch.device(device)
     chosen = choose_loader_mode(data, device, mode)
@@ -377,7 +409,7 @@ def make_loaders(
         kwargs: dict[str, Any] = dict(
             batch_size=batch_size if train else eval_bs, device=device, shuffle=train,
             augment=augment if train else None, drop_last=train, seed=seed + 10 * offset,
-            channels_last=channels_last, size=size,
+            channels_last=channels_last, size=size, shard=shard if train else (0, 1),
         )
         if chosen == "tensor":
             loaders[name] = TensorLoader(split.images, split.labels, data.mean, data.std, **kwargs)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from . import distributed
 from .fitting import FitResult, Stopwatch
 from .inference import ClassifierInfo, check_outputs, read_classifier_info, write_classifier_info
 from .locks import RunLock
@@ -340,9 +341,11 @@ class Checkpointer:
     state, every random generator, the history and the early-stopping state.
     """
 
-    def __init__(self, folder: str | os.PathLike[str] | None, fingerprint: dict[str, Any]) -> None:
+    def __init__(self, folder: str | os.PathLike[str] | None, fingerprint: dict[str, Any],
+                 writer: bool = True) -> None:
         self.path = Path(folder) / CHECKPOINT_FILE if folder else None
         self.fingerprint = fingerprint
+        self.writer = writer  # under several processes only rank 0 writes; all of them read
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or ``None`` (no file, unreadable, or other settings: with a warning)."""
@@ -362,13 +365,13 @@ class Checkpointer:
 
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` (plus the fingerprint) atomically."""
-        if self.path is not None:
+        if self.path is not None and self.writer:
             with atomic_write(self.path, "wb") as handle:
                 torch.save({"fingerprint": self.fingerprint, **state}, handle)
 
     def remove(self) -> None:
         """Delete the checkpoint (the finished model is saved by ``save_classifier``)."""
-        if self.path is not None:
+        if self.path is not None and self.writer:
             self.path.unlink(missing_ok=True)
 
 
@@ -491,8 +494,11 @@ def train_epoch(model: nn.Module, loader: Any, step: Any, device: torch.device,
         seen += len(y)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return {"train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
-            "images": seen, "seconds": time.perf_counter() - t0}
+    # under several processes: the loss and accuracy of every process's share together
+    total_loss, total_correct, total_seen = distributed.all_reduce_sum(
+        [float(loss_sum), float(correct), float(seen)])
+    return {"train_loss": total_loss / total_seen, "train_acc": total_correct / total_seen,
+            "images": int(total_seen), "seconds": time.perf_counter() - t0}
 
 
 def device_peak_mb(device: str | torch.device) -> float | None:
@@ -512,6 +518,17 @@ def reset_device_peak(device: str | torch.device) -> None:
     if device.type == "cuda" and torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel when several processes train it
+    (gradients are averaged across them in the backward pass), else ``model``."""
+    info = distributed.current()
+    if not info.active:
+        return model
+    ids = [device.index if device.index is not None else info.local_rank] \
+        if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 @dataclass
@@ -540,7 +557,8 @@ class _Trainer:
         scheduler = make_scheduler(optimizer, config, len(loader))
         scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        step = make_train_step(model, optimizer, scheduler, scaler, criterion, amp,
+        step = make_train_step(_data_parallel(model, device), optimizer, scheduler, scaler,
+                               criterion, amp,
                                config.grad_clip, config.compile,
                                mix=BatchMix(config.mixup_alpha, config.cutmix_alpha),
                                generator=getattr(loader, "generator", None))
@@ -594,11 +612,21 @@ def fit(
         tensorboard_dir: write each epoch's losses, accuracies and learning rate there
             as TensorBoard events (``tensorboard --logdir`` on its parent).
 
+    Under several processes (``torchrun``, see :mod:`nbutils.distributed`) the model
+    trains wrapped in DistributedDataParallel on each process's shard of the loader;
+    the training loss and accuracy are summed over the processes, every process
+    evaluates the whole validation split, and only rank 0 shows progress and writes the
+    checkpoint and TensorBoard events (every process resumes from it).
+
     Returns:
         The result; ``extra`` holds ``amp``, ``images_per_second``, ``stopped_early`` and
         ``resumed_from_epoch``. When early stopping is on, the best weights are restored.
     """
-    with RunLock(checkpoint_dir) if checkpoint_dir else contextlib.nullcontext():
+    main = distributed.is_main()
+    progress = progress and main
+    if not main:
+        tensorboard_dir = None
+    with RunLock(checkpoint_dir) if checkpoint_dir and main else contextlib.nullcontext():
         return _fit(model, train_loader, val_loader, config, torch.device(device),
                     checkpoint_dir, resume, keep_checkpoint, progress, desc, tensorboard_dir)
 
@@ -609,7 +637,8 @@ def _fit(model: nn.Module, train_loader: Any, val_loader: Any | None, config: Tr
          tensorboard_dir: str | os.PathLike[str] | None = None) -> FitResult:
     """:func:`fit` once the run folder is locked."""
     run = _Trainer.create(model, train_loader, config, device)
-    ckpt = Checkpointer(checkpoint_dir, _fingerprint(model, config, len(train_loader)))
+    ckpt = Checkpointer(checkpoint_dir, _fingerprint(model, config, len(train_loader)),
+                        writer=distributed.is_main())
     stopper, history = EarlyStopping(config.early_stopping_patience), []
     torch.manual_seed(config.seed)
     if resume:
@@ -673,6 +702,7 @@ def _run_epochs(run: _Trainer, val_loader: Any | None, config: TrainConfig,
         t0 = time.perf_counter()
         stats = train_epoch(run.model, run.loader, run.step, device, progress, f"epoch {epoch + 1}")
         images, seconds = images + stats["images"], seconds + stats["seconds"]
+        distributed.broadcast_buffers(run.model)  # several processes: validate one model
         val_loss, val_acc = (evaluate(run.model, val_loader, run.amp) if val_loader is not None
                              else (float("nan"), float("nan")))
         history.append({"epoch": epoch + 1, "train_loss": stats["train_loss"],

@@ -125,10 +125,14 @@ def test_lr_find_restores_the_model_and_suggests_a_rate_before_divergence(shapes
                                             fc_width=32, dropout=0.0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     loaders = td.make_loaders(shapes_data, 16, mode="tensor", seed=1)
+    untouched = td.make_loaders(shapes_data, 16, mode="tensor", seed=1)["train"]
     result = lr_find(model, loaders["train"], start_lr=1e-4, end_lr=50.0, num_steps=80,
                      autocast_dtype=torch.bfloat16)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+    # the training after the test draws the batches it would have drawn without it
+    (x_after, y_after), (x_fresh, y_fresh) = next(iter(loaders["train"])), next(iter(untouched))
+    assert torch.equal(x_after, x_fresh) and torch.equal(y_after, y_fresh)
     assert result.diverged                         # 50 is far too large: it stopped early
     assert len(result.lrs) < 80 and np.all(np.diff(result.lrs) > 0)
     assert 1e-4 <= result.suggestion < result.lrs[int(np.argmin(result.losses))]

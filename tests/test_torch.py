@@ -551,3 +551,58 @@ def test_benchmark_prints_both_pipelines(bench_root, capsys) -> None:
     assert figures["train_ratio"] == pytest.approx(
         figures["course_train_ips"] / figures["textbook_train_ips"])
     assert 0 < figures["course_train_util"] < 1.5
+
+
+# ------------------------------------------------------------------ several processes
+
+
+def test_shards_of_a_batch_are_the_single_process_batch_split(shapes_data) -> None:
+    from nbutils import torch_data as tdata
+
+    whole = tdata.make_loaders(shapes_data, 8, mode="tensor", seed=3, augment=None)["train"]
+    parts = [tdata.make_loaders(shapes_data, 8, mode="tensor", seed=3, augment=None,
+                                shard=(rank, 2))["train"] for rank in range(2)]
+    assert len(parts[0]) == len(parts[1]) == len(whole)
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *parts, strict=True):
+        assert len(y0) == len(y1) == 4
+        assert torch.equal(torch.cat([y[0::2], y[1::2]]), torch.cat([y0, y1]))
+        assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
+    with pytest.raises(ValueError, match="multiple of 3"):
+        tdata.make_loaders(shapes_data, 8, mode="tensor", shard=(0, 3))
+    with pytest.raises(ValueError, match="rank"):
+        tdata.make_loaders(shapes_data, 8, mode="tensor", shard=(2, 2))
+
+
+def test_dataloader_shards_cover_the_split_once(shapes_data) -> None:
+    from nbutils import torch_data as tdata
+
+    seen = []
+    for rank in range(2):
+        loader = tdata.make_loaders(shapes_data, 8, mode="dataloader", seed=3, augment=None,
+                                    num_workers=0, shard=(rank, 2))["train"]
+        batches = list(loader)
+        assert all(len(y) == 4 for _, y in batches) and len(batches) == len(loader)
+        seen.append(torch.cat([y for _, y in batches]))
+        again = torch.cat([y for _, y in loader])  # the next epoch reshuffles
+        assert not torch.equal(seen[-1], again) or len(again) < 4
+    assert sum(len(s) for s in seen) == (len(shapes_data.train) // 8) * 8
+
+
+def test_distributed_helpers_are_no_ops_in_one_process() -> None:
+    from nbutils import distributed
+
+    assert distributed.init_from_env("cpu") == distributed.DistInfo()
+    info = distributed.current()
+    assert info.is_main and not info.active and distributed.is_main()
+    assert distributed.all_reduce_sum([1.0, 2.5]) == [1.0, 2.5]
+    assert distributed.gather_objects("x") == ["x"]
+    assert distributed.threads_per_process(8, 3) == 2 and distributed.threads_per_process(1, 4) == 1
+    model = torch.nn.Linear(3, 2)
+    digest = distributed.weights_digest(model)
+    distributed.broadcast_buffers(model)
+    distributed.barrier()
+    assert digest == distributed.weights_digest(model)
+    with torch.no_grad():
+        model.bias[0] += 1
+    assert digest != distributed.weights_digest(model)
+    distributed.shutdown()
