@@ -317,7 +317,10 @@ def _split_overrides(
 
 
 # overrides that change where things are or how fast they load, not what a run computes
-_NOT_A_VARIANT = {"dataset", "data_dir", "outputs_dir", "num_workers", "cache", "device", "tracking"}
+_NOT_A_VARIANT = {"dataset", "data_dir", "outputs_dir", "num_workers", "cache", "device", "tracking",
+                  # the notebooks' side experiments: the model a run trains stays the same
+                  "compare_norms", "ablation", "compare_depth", "compare_augment",
+                  "pipeline_epochs", "shortcut_lab"}
 
 
 def variant_name(overrides: Mapping[str, Any]) -> str:
@@ -455,6 +458,7 @@ def _check_values(values: dict[str, Any], hw: Hardware) -> None:
             "Use profile='cpu' (or device='auto'), or check `nvidia-smi`."
         )
     _check_ranges(values, "")
+    values["precision_asked"] = values["precision"]
     values["precision"] = resolve_precision(values["precision"], values["device"],
                                             values["mixed_precision"], hw)
     values["mixed_precision"] = values["precision"] != "fp32"

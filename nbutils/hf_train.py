@@ -63,7 +63,7 @@ __all__ = [
     "backbone_units",
     "head_parameter_names",
     "set_trainable",
-    "precision_flags",
+    "precision_flags", "training_arguments", "has_class_names",
     "fit",
     "history_from_log",
     "snapshot_weights",
@@ -154,6 +154,17 @@ def load_pretrained(source: str, class_names: Sequence[str],
 
 
 # ------------------------------------------------------------------- freezing
+
+
+def has_class_names(source: str) -> bool:
+    """Whether the checkpoint at ``source`` ships a trained classification head with named
+    classes (EfficientNet's 1,000 ImageNet classes do); a backbone-only checkpoint such as
+    ``google/vit-base-patch16-224-in21k`` has placeholder labels (``LABEL_0``...) and a
+    head that would answer at random."""
+    from transformers import AutoConfig
+
+    labels = list((AutoConfig.from_pretrained(source).id2label or {}).values())
+    return len(labels) > 2 and not all(str(v).startswith("LABEL_") for v in labels)
 
 
 def head_parameter_names(model: Any) -> list[str]:
@@ -482,7 +493,7 @@ class TransferConfig(Settings):
         return cls.from_settings(m, **{**values, **changes})
 
 
-def _training_arguments(config: TransferConfig, device: str, out_dir: str) -> TrainingArguments:
+def training_arguments(config: TransferConfig, device: str, out_dir: str) -> TrainingArguments:
     """``TrainingArguments`` for one phase: per-epoch evaluation, no saving, no reports."""
     return TrainingArguments(
         output_dir=out_dir, num_train_epochs=config.epochs,
@@ -528,7 +539,7 @@ def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
     if device == "cpu" and config.threads:
         torch.set_num_threads(int(config.threads))
     out_dir = tempfile.mkdtemp(prefix="nbutils-hf-trainer-")
-    trainer = CourseTrainer(model=model, args=_training_arguments(config, device, out_dir),
+    trainer = CourseTrainer(model=model, args=training_arguments(config, device, out_dir),
                             train_dataset=dsets["train"], eval_dataset=dsets["val"],
                             data_collator=collate, compute_metrics=_eval_metrics)
     for cb in list(trainer.callback_handler.callbacks):
@@ -598,14 +609,23 @@ def _model_device(model: Any) -> torch.device:
 
 
 def predict_proba(model: Any, processor: Any, images: np.ndarray, batch_size: int = 64,
-                  progress: bool = False) -> np.ndarray:
-    """(N, K) class probabilities for uint8 (N, H, W, 3) images of any size."""
-    from PIL import Image
-    from tqdm.auto import tqdm
-
+                  progress: bool = False, tta_flip: bool = False) -> np.ndarray:
+    """(N, K) class probabilities for uint8 (N, H, W, 3) images of any size; with
+    ``tta_flip`` the mean of each image's and its mirror image's (as notebooks 02 and 03)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be uint8 (N, H, W, 3), got shape {images.shape}")
+    probs = _predict(model, processor, images, batch_size, progress)
+    if tta_flip and len(images):
+        probs = (probs + _predict(model, processor, images[:, :, ::-1], batch_size, progress)) / 2
+    return probs
+
+
+def _predict(model: Any, processor: Any, images: np.ndarray, batch_size: int,
+             progress: bool) -> np.ndarray:
+    from PIL import Image
+    from tqdm.auto import tqdm
+
     model.eval()
     device = _model_device(model)
     out = []
@@ -630,8 +650,10 @@ class HFClassifier:
     processor: Any
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """(N, K) probabilities for uint8 (N, H, W, 3) images; the processor resizes them."""
-        return predict_proba(self.model, self.processor, images, batch_size)
+        """(N, K) probabilities for uint8 (N, H, W, 3) images; the processor resizes them
+        (and the mirror image is averaged in when ``classifier.json`` says ``tta_flip``)."""
+        return predict_proba(self.model, self.processor, images, batch_size,
+                             tta_flip=bool(self.info.extra.get("tta_flip", False)))
 
 
 def classifier_info(model: Any, processor: Any, image_size: int, checkpoint: str,

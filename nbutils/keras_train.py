@@ -63,9 +63,15 @@ ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
 
 # --------------------------------------------------------------------------- set-up
 
-def keras_policy(precision: str, on_gpu: bool) -> str:
-    """The Keras dtype policy for a run's resolved ``precision`` (see :func:`setup_keras`)."""
-    if precision == "bf16":
+def keras_policy(precision: str, on_gpu: bool, asked: str = "bf16") -> str:
+    """The Keras dtype policy for a run's resolved ``precision`` (see :func:`setup_keras`).
+
+    On a CPU ``mixed_bfloat16`` only when bf16 was asked for by name: with ``precision:
+    auto`` Keras stays in float32 there, because the course's Keras training measured no
+    faster in bf16 (126 s against 125 s for 28 epochs; its time goes to the augmentation
+    layers and the input pipeline, not the convolutions).
+    """
+    if precision == "bf16" and (on_gpu or asked == "bf16"):
         return "mixed_bfloat16"
     if precision in ("fp16", "mixed") and on_gpu:
         return "mixed_float16"
@@ -110,8 +116,8 @@ def setup_keras(cfg: Any) -> dict[str, Any]:
 
     ``device: cpu`` hides any GPU from TensorFlow; on ``cuda`` GPU memory growth is
     on (TensorFlow takes memory as needed, not the whole card) and, when the
-    run's ``precision`` is ``bf16`` the ``mixed_bfloat16`` policy is set (on a CPU with
-    native bf16 about 1.6x faster for the course's CNN), and for ``fp16``/``mixed`` on a
+    run's ``precision`` is ``bf16`` the ``mixed_bfloat16`` policy is set (on a CPU only
+    when asked for by name, see :func:`keras_policy`), and for ``fp16``/``mixed`` on a
     GPU ``mixed_float16`` (Keras scales the loss); the output layer stays float32.
     Seeds Keras from the run.
 
@@ -127,7 +133,8 @@ def setup_keras(cfg: Any) -> dict[str, Any]:
     if device == "cuda" and not gpus:
         raise RuntimeError("The run asks for device 'cuda' but TensorFlow sees no GPU. Install "
                            "a CUDA build of TensorFlow, or use profile='cpu'.")
-    precision = keras_policy(values.get("precision", "fp32"), bool(gpus))
+    precision = keras_policy(values.get("precision", "fp32"), bool(gpus),
+                             values.get("precision_asked", "auto"))
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(int(values.get("seed", 42)))
     return {"device": "gpu" if gpus else "cpu", "precision": precision,
@@ -173,28 +180,29 @@ def _augmentation(settings: Mapping[str, Any], seed: int) -> keras.Sequential | 
     if not settings["augment"]:
         return None
     layers: list[keras.layers.Layer] = []
+    f32 = {"dtype": "float32"}  # image operations in float32 even under a mixed policy
     # each geometric layer resamples the image; "nearest" keeps 32 px images sharp, where
     # three bilinear resamplings in a row blur the training images but not the test images
     interp = settings["interpolation"]
     if settings["flip"]:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, **f32))
     if settings["rotation"] > 0:
         layers.append(keras.layers.RandomRotation(settings["rotation"], fill_mode="reflect",
-                                                  interpolation=interp, seed=seed + 1))
+                                                  interpolation=interp, seed=seed + 1, **f32))
     if settings["translate"] > 0:
         layers.append(keras.layers.RandomTranslation(settings["translate"], settings["translate"],
                                                      fill_mode="reflect", interpolation=interp,
-                                                     seed=seed + 4))
+                                                     seed=seed + 4, **f32))
     if settings["zoom"] > 0:
         layers.append(keras.layers.RandomZoom(settings["zoom"], fill_mode="reflect",
-                                              interpolation=interp, seed=seed + 2))
+                                              interpolation=interp, seed=seed + 2, **f32))
     if settings["contrast"] > 0:
         layers.append(keras.layers.RandomContrast(settings["contrast"], value_range=(0.0, 1.0),
-                                                  seed=seed + 3))
+                                                  seed=seed + 3, **f32))
     if settings.get("rand_augment"):  # two random operations per image (Cubuk et al., 2020)
         layers.append(keras.layers.RandAugment(value_range=(0.0, 1.0), num_ops=2,
                                                factor=settings.get("rand_augment_factor", 0.5),
-                                               seed=seed + 5))
+                                               seed=seed + 5, **f32))
     return keras.Sequential(layers, name="augmentation") if layers else None
 
 
@@ -228,7 +236,7 @@ def build_cnn(
     reg = keras.regularizers.L2(s["l2"]) if s["l2"] > 0 else None
     variance = [float(v) ** 2 for v in std]
     inputs = keras.Input(shape=(image_size, image_size, 3), dtype="uint8", name="image")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale", dtype="float32")(inputs)
     augment = _augmentation(s, seed)
     if augment is not None:
         x = augment(x)
@@ -662,7 +670,7 @@ def run_ablation(
     Returns:
         One dict per variant: settings, parameters, final train accuracy (measured
         during training, with dropout/augmentation on), best and final validation
-        accuracy, seconds.
+        accuracy, seconds, and the per-epoch ``history`` (for the curves).
     """
     base = model_settings(model_cfg)
     if epochs is not None:
@@ -681,6 +689,7 @@ def run_ablation(
             "val_acc": round(last.get("val_acc", math.nan), 4),
             "best_val_acc": round(max(h.get("val_acc", math.nan) for h in result.history), 4),
             "seconds": round(result.train_seconds, 1),
+            "history": result.history,
         })
         keras.backend.clear_session()
     return rows
@@ -690,7 +699,8 @@ def ablation_frame(rows: Sequence[Mapping[str, Any]]) -> Any:
     """The ablation rows as a pandas DataFrame indexed by variant."""
     import pandas as pd
 
-    return pd.DataFrame(list(rows)).set_index("variant")
+    return pd.DataFrame([{k: v for k, v in r.items() if k != "history"}
+                         for r in rows]).set_index("variant")
 
 
 def save_ablation(table: Any, path: str | Path) -> Path:

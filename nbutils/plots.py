@@ -16,6 +16,7 @@ __all__ = [
     "image_grid",
     "plot_samples_per_class",
     "plot_history",
+    "plot_runs",
     "plot_confusion_matrix",
     "plot_predictions",
     "plot_reliability",
@@ -37,8 +38,10 @@ def image_grid(
     title_colors: Sequence[str] | None = None,
     cell: float = 1.6,
     suptitle: str | None = None,
+    cmap: str | None = None,
 ) -> plt.Figure:
-    """Show images (uint8 or [0, 1] floats, NHWC) in a grid with optional titles."""
+    """Show images (uint8 or [0, 1] floats, NHWC, or HW maps with ``cmap``) in a grid
+    with optional titles."""
     images = _as_display(images)
     n = len(images)
     ncols = max(1, min(ncols, n))
@@ -48,7 +51,7 @@ def image_grid(
         ax.axis("off")
         if i >= n:
             continue
-        ax.imshow(images[i])
+        ax.imshow(images[i], cmap=cmap)
         if titles is not None:
             color = title_colors[i] if title_colors is not None else "black"
             ax.set_title(titles[i], fontsize=7, color=color)
@@ -82,8 +85,31 @@ def plot_samples_per_class(data: Any, split: str = "train", per_class: int = 8,
     return fig
 
 
-def plot_history(history: Sequence[dict[str, float]], title: str = "") -> plt.Figure:
-    """Loss and accuracy per epoch, train vs validation."""
+def _epoch_axis(ax: plt.Axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+
+
+def _marks(ax: plt.Axes, chance: float | None, phases: Sequence[tuple[float, str]]) -> None:
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", lw=1, label=f"chance ({chance:.0%})")
+    for x, label in phases:
+        ax.axvline(x, color="black", ls="--", lw=0.8)
+        ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -10),
+                    textcoords="offset points", fontsize=8)
+
+
+def plot_history(history: Sequence[dict[str, float]], title: str = "",
+                 chance: float | None = None,
+                 phases: Sequence[tuple[float, str]] = ()) -> plt.Figure:
+    """Loss and accuracy per epoch, train vs validation.
+
+    ``chance`` draws the accuracy of guessing on the accuracy panel; ``phases`` marks
+    where a new phase starts, as ``(epoch, label)`` (a vertical line on both panels).
+    """
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, metric in zip(axes, ("loss", "acc"), strict=True):
@@ -93,10 +119,33 @@ def plot_history(history: Sequence[dict[str, float]], title: str = "") -> plt.Fi
             if any(v is not None for v in values):
                 ax.plot(epochs, [np.nan if v is None else v for v in values], style, ms=3,
                         label=split)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel("accuracy" if metric == "acc" else "loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        _marks(ax, chance if metric == "acc" else None, phases)
+        ax.legend(loc="best", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_runs(runs: dict[str, Sequence[dict[str, float]]],
+              metrics: Sequence[str] = ("train_loss", "val_acc"), title: str = "",
+              chance: float | None = None) -> plt.Figure:
+    """Several short runs side by side: one panel per metric, one line per run.
+
+    ``runs`` maps a label to its per-epoch history (``train_loss``, ``val_acc``, ...);
+    ``chance`` draws the accuracy of guessing on the accuracy panels.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.3), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for label, history in runs.items():
+            ax.plot([h.get("epoch", i + 1) for i, h in enumerate(history)],
+                    [h[metric] for h in history], marker="o", ms=3, label=label)
+        _epoch_axis(ax)
+        ax.set_title(metric.replace("_", " ").replace("acc", "accuracy").replace("val ", "validation "))
+        _marks(ax, chance if metric.endswith("acc") else None, ())
+        ax.legend(loc="best", fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -147,7 +196,9 @@ def plot_predictions(
 
 def plot_reliability(bins: dict[str, np.ndarray], title: str = "", ax: plt.Axes | None = None
                      ) -> plt.Figure:
-    """Reliability diagram: accuracy per confidence bin against the diagonal."""
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with the number
+    of images in each bin above its bar. A bar below the diagonal is over-confidence (the
+    model is right less often than it claims); above it, under-confidence."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(4, 4))
     else:
@@ -157,13 +208,16 @@ def plot_reliability(bins: dict[str, np.ndarray], title: str = "", ax: plt.Axes 
     width = edges[1] - edges[0]
     acc = np.nan_to_num(bins["accuracy"])
     ax.bar(centers, acc, width=width * 0.9, alpha=0.7, label="accuracy")
+    for x, a, n in zip(centers, acc, bins.get("count", np.zeros_like(acc)), strict=True):
+        if n:
+            ax.text(x, min(a + 0.02, 0.93), str(int(n)), ha="center", fontsize=6)
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "reliability diagram")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or "reliability diagram (n per bin)")
     return fig
 
 

@@ -39,6 +39,8 @@ class NotebookResult:
 
 # the training notebook that --seeds repeats (the fastest one, on every profile)
 SEED_NOTEBOOK = "02"
+# a seed replicate trains the model again and skips the notebook's side experiments
+SEED_REPLICATE_SKIPS = {"compare_norms": False, "hand_epochs": 0}
 
 
 def discover_notebooks(folder: Path, only: list[str] | None = None) -> list[Path]:
@@ -159,7 +161,8 @@ def run_notebooks(
             results.append(NotebookResult(name, "skipped"))
             continue
         params = {"profile": profile, **({"dataset": dataset} if dataset is not None else {}),
-                  **(parameters or {}), **({"seed": seed} if seed is not None else {})}
+                  **(parameters or {}), **({"seed": seed} if seed is not None else {}),
+                  **(SEED_REPLICATE_SKIPS if seed is not None else {})}
         accepted = _notebook_parameters(path)
         result = _run_one(execute, path, output_dir / f"{name}.ipynb", kernel, notebooks_dir,
                           {k: v for k, v in params.items() if k in accepted},

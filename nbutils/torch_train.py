@@ -3,7 +3,7 @@
 :func:`fit` trains any classifier on loaders from :mod:`nbutils.torch_data` with the
 tools a modern run uses: mixed precision on the GPU (bf16 where the card supports it,
 else fp16 with a gradient scaler), channels-last memory, optional ``torch.compile``,
-SGD with (Nesterov) momentum or AdamW, warmup + cosine or one-cycle learning rates,
+SGD with (Nesterov) momentum or AdamW, warm-up then linear or cosine decay of the learning rate,
 label smoothing, gradient clipping, early stopping on validation accuracy, a
 checkpoint after every epoch (written atomically) and resumption from it after an
 interruption, tqdm progress, and seeded randomness (the loaders' generators and the
@@ -74,7 +74,7 @@ CHECKPOINT_FILE = "last_checkpoint.pt"
 WEIGHTS_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("onecycle", "cosine", "constant")
+SCHEDULES = ("linear", "cosine", "constant")
 
 
 @dataclass
@@ -88,7 +88,7 @@ class TrainConfig(Settings):
         momentum: SGD momentum (AdamW's beta1).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 penalty (decoupled for AdamW); not applied to biases and norms.
-        schedule: ``onecycle`` (warmup then linear decay to ~0), ``cosine`` (warmup
+        schedule: ``linear`` (warmup then linear decay to ~0), ``cosine`` (warmup
             then cosine decay to 0) or ``constant`` (warmup then flat).
         warmup_epochs: length of the linear warmup, in epochs (fractions allowed).
         label_smoothing: cross-entropy label smoothing.
@@ -112,7 +112,7 @@ class TrainConfig(Settings):
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"
+    schedule: str = "linear"
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
@@ -129,6 +129,9 @@ class TrainConfig(Settings):
         """Known optimiser and schedule (ranges are checked by :class:`Settings`)."""
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule == "onecycle":
+            raise ValueError("schedule 'onecycle' is now called 'linear' (warm-up, then linear "
+                             "decay; not OneCycleLR): set schedule: linear")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
@@ -264,12 +267,12 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     progress = min(1.0, (step - warmup_steps) / rest)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return max(0.0, 1.0 - progress) * (1 - 1e-3) + 1e-3   # onecycle: linear to lr/1000
+    return max(0.0, 1.0 - progress) * (1 - 1e-3) + 1e-3   # linear: down to lr/1000
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step schedule: linear warmup, then one-cycle (linear), cosine or constant."""
+    """A per-step schedule: linear warmup, then linear decay, cosine decay or constant."""
     total = config.epochs * steps_per_epoch
     warmup = min(total - 1, int(round(config.warmup_epochs * steps_per_epoch)))
     return torch.optim.lr_scheduler.LambdaLR(

@@ -551,3 +551,30 @@ def test_image_data_helpers(shapes_data) -> None:
     text = data.summary()
     assert "shapes:16" in text and "6 classes" in text and f"train={len(data.train)}" in text
     assert "skipped" not in text
+
+
+# ------------------------------------------------------------------ the shortcut lab's data
+
+
+def test_the_marker_names_the_class_in_the_chosen_splits_only(tmp_path: Path) -> None:
+    from nbutils.data import load
+    from nbutils.data.shortcut import MARKER_PALETTE, marker_mask, stamp_marker, with_shortcut
+
+    data = load("shapes:8", image_size=32, seed=0, data_dir=tmp_path, progress=False)
+    marked = with_shortcut(data)
+    for name in ("train", "val"):
+        split = marked.splits[name]
+        corner = split.images[:, :4, :4, :]
+        assert (corner == MARKER_PALETTE[split.labels][:, None, None, :]).all()
+        assert np.array_equal(split.images[:, 4:, :, :], data.splits[name].images[:, 4:, :, :])
+    assert np.array_equal(marked.test.images, data.test.images)     # the test split stays clean
+    assert marked.spec.endswith("+shortcut") and data.train.images[0, 0, 0].tolist() != []
+    half = stamp_marker(data.train.images, data.train.labels, share=0.5, seed=1)
+    stamped = (half[:, :4, :4] == MARKER_PALETTE[data.train.labels][:, None, None]).all((1, 2, 3))
+    assert 0 < stamped.sum() < len(stamped)
+    mask = marker_mask(32, 2)
+    assert mask.shape == (2, 32, 32) and mask.sum() == 2 * 16 and mask[0, 0, 0]
+    with pytest.raises(ValueError, match="share"):
+        stamp_marker(data.train.images, data.train.labels, share=1.5)
+    with pytest.raises(ValueError, match="unknown splits"):
+        with_shortcut(data, splits=("training",))

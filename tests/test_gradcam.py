@@ -840,3 +840,21 @@ def test_explorer_widgets(monkeypatch: pytest.MonkeyPatch) -> None:
     ui.children[2].value = "gradcam++"
     assert drawn[-1][4] == "gradcam++" and drawn[-1][0] is models["m2"]
     assert layer_w.value == "0"
+
+
+def test_the_shortcut_lab_trains_scores_and_locates(tmp_path: Path) -> None:
+    from nbutils.data import load
+    from nbutils.data.shortcut import marker_mask, stamp_marker, with_shortcut
+    from nbutils.gradcam import shortcut_lab
+
+    shapes = load("shapes:6", image_size=32, seed=0, data_dir=tmp_path, progress=False)
+    pair = shortcut_lab.train_pair(shapes, with_shortcut(shapes), epochs=1, seed=0)
+    assert [m.name for m in pair] == ["clean", "marked"]
+    marked_test = stamp_marker(shapes.test.images, shapes.test.labels)
+    for m in pair:
+        shortcut_lab.score(m, shapes.test, marked_test, shapes.test.masks,
+                           marker_mask(32, len(shapes.test)))
+        assert set(m.scores) == {"clean test acc", "marked test acc", "maps on object",
+                                 "maps on marker"}
+        assert all(0.0 <= v <= 1.0 for v in m.scores.values()) and 0.0 <= m.val_acc <= 1.0
+        assert m.maps.shape == (len(shapes.test), 32, 32)

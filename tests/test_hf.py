@@ -375,6 +375,19 @@ def test_hf_modules_never_import_tensorflow() -> None:
 
 def test_the_trainer_uses_the_cpu_only_when_told(tmp_path: Path) -> None:
     config = hf_train.TransferConfig(epochs=1)
-    assert hf_train._training_arguments(config, "cpu", str(tmp_path)).use_cpu
-    assert not hf_train._training_arguments(config, "mps", str(tmp_path)).use_cpu
+    assert hf_train.training_arguments(config, "cpu", str(tmp_path)).use_cpu
+    assert not hf_train.training_arguments(config, "mps", str(tmp_path)).use_cpu
     assert hf_train.precision_flags("fp16", "mps") == {"fp16": False, "bf16": False}
+
+
+def test_only_a_checkpoint_with_named_classes_has_guesses_to_show(lite0_dir: Path,
+                                                                  tiny_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    assert hf_train.has_class_names(str(lite0_dir))          # 1,000 ImageNet classes
+    headless = tmp_path / "headless"
+    config = AutoConfig.from_pretrained(str(tiny_dir))
+    config.id2label = {0: "LABEL_0", 1: "LABEL_1"}            # what an in21k ViT ships
+    config.save_pretrained(headless)
+    assert not hf_train.has_class_names(str(headless))

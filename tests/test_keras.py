@@ -321,11 +321,13 @@ def test_setup_keras_on_cpu(cpu_only) -> None:
     kt.reset_device_peak()  # a no-op without a GPU
 
 
-@pytest.mark.parametrize(("precision", "on_gpu", "policy"), [
-    ("bf16", False, "mixed_bfloat16"), ("fp32", False, "float32"), ("mixed", False, "float32"),
-    ("mixed", True, "mixed_float16"), ("fp16", True, "mixed_float16")])
-def test_keras_policy_follows_the_run_precision(precision, on_gpu, policy) -> None:
-    assert kt.keras_policy(precision, on_gpu) == policy
+@pytest.mark.parametrize(("precision", "on_gpu", "asked", "policy"), [
+    ("bf16", False, "bf16", "mixed_bfloat16"), ("bf16", False, "auto", "float32"),
+    ("bf16", True, "auto", "mixed_bfloat16"), ("fp32", False, "fp32", "float32"),
+    ("mixed", False, "auto", "float32"), ("mixed", True, "auto", "mixed_float16"),
+    ("fp16", True, "fp16", "mixed_float16")])
+def test_keras_policy_follows_the_run_precision(precision, on_gpu, asked, policy) -> None:
+    assert kt.keras_policy(precision, on_gpu, asked) == policy
 
 
 def test_a_bf16_model_is_saved_as_float32(shapes, tmp_path: Path) -> None:

@@ -277,3 +277,15 @@ def test_display_path_is_relative_inside_the_project(tmp_project: Path, tmp_path
     assert display_path("outputs/metrics") == "outputs/metrics"   # relative to the root
     outside = tmp_path.parent / "elsewhere"
     assert display_path(outside) == str(outside)
+
+
+def test_show_source_prints_the_code_that_runs(capsys) -> None:
+    from nbutils import source
+    from nbutils.torch_train import lr_factor
+
+    code = source.show_source(lr_factor)
+    assert code.startswith("def lr_factor(") and "warmup_steps" in code
+    assert capsys.readouterr().out.strip() == code.strip()
+    assert source.source_of(lr_factor, source.source_of).count("def ") >= 2
+    with pytest.raises(ValueError, match="at least one"):
+        source.source_of()

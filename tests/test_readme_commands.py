@@ -31,6 +31,10 @@ NOT_RUN_HERE = {
     '"tensorflow[and-cuda]==2.21.0"': "replaces TensorFlow with the CUDA build",
     "make test": "is this test suite",
 }
+# the multi-node torchrun line needs a second machine; its single-machine twin runs below
+NOT_RUN_HERE.update({c: "needs a second machine" for c in (
+    line.split("  #", 1)[0].strip() for line in README.splitlines())
+    if c.startswith("torchrun --nnodes")})
 
 
 def readme_commands() -> list[str]:
@@ -41,7 +45,8 @@ def readme_commands() -> list[str]:
             line = line.split("  #", 1)[0].strip()
             if line and not line.startswith("#"):
                 commands.append(line)
-    for inline in re.findall(r"`((?:make|python -m|source|conda|\.venv/bin/pip) [^`]+)`", README):
+    for inline in re.findall(r"`((?:make|python -m|source|conda|\.venv/bin/pip|torchrun|accelerate) [^`]+)`",
+                             README):
         commands.append(inline.strip())
     return list(dict.fromkeys(commands))
 
@@ -58,6 +63,7 @@ def test_every_readme_command_is_checked() -> None:
     checked = {c for c in readme_commands()
                if c.startswith(("make ", "python -m nbutils.run", "python -m nbutils.bench",
                                 "python -m nbutils.predict", "python -m nbutils.export",
+                                "python -m nbutils.train", "torchrun ", "accelerate launch ",
                                 "source "))}
     rest = set(readme_commands()) - checked - set(NOT_RUN_HERE)
     assert not rest, f"README commands no test checks: {sorted(rest)}"
@@ -147,3 +153,30 @@ def test_the_use_your_model_commands_run_as_written(tool: str, tmp_path: Path) -
         assert "top-1 agreement 100.00%" in proc.stdout
         assert (model_dir / "onnx" / "model.onnx").is_file()
         assert (model_dir / "onnx-int8" / "model.onnx").is_file()
+
+
+TRAIN_COMMANDS = [c for c in readme_commands() if "-m nbutils.train" in c and c not in NOT_RUN_HERE]
+
+
+def test_the_readme_shows_a_training_script_for_each_launcher() -> None:
+    starts = {c.split()[0] for c in TRAIN_COMMANDS}
+    assert {"python", "torchrun", "accelerate"} <= starts, TRAIN_COMMANDS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", TRAIN_COMMANDS)
+def test_the_training_script_commands_run_as_written(command: str, tmp_project: Path) -> None:
+    """Each README training command, on the smoke profile (two CPU devices for Keras's
+    MirroredStrategy, which the README runs over GPUs)."""
+    args = shlex.split(command.replace("--profile gpu", "--profile smoke")
+                       .replace("--profile cpu", "--profile smoke"))
+    if "distribute=mirrored" in command:
+        args += ["-p", "mirrored_cpus=2"]
+    launcher = {"python": [sys.executable], "torchrun": [str(Path(sys.executable).parent / "torchrun")],
+                "accelerate": [str(Path(sys.executable).parent / "accelerate")]}[args[0]]
+    env = {**os.environ, "NBUTILS_ROOT": str(tmp_project), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*launcher, *args[1:]], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("test accuracy") == 1
+    assert len(list((tmp_project / "outputs" / "metrics").glob("*.json"))) == 1

@@ -72,7 +72,7 @@ def test_script_and_notebook_02_train_the_same_model(tmp_project: Path) -> None:
     """The drift check: notebook 02 and the script, same settings, same predictions."""
     import papermill
 
-    run_id = "02_pytorch_alexnet__shapes__smoke__compare_norms-False"
+    run_id = "02_pytorch_alexnet__shapes__smoke"   # compare_norms is not a variant
     env_root = os.environ.get("NBUTILS_ROOT")
     assert env_root == str(tmp_project)
     papermill.execute_notebook(
@@ -81,7 +81,7 @@ def test_script_and_notebook_02_train_the_same_model(tmp_project: Path) -> None:
         cwd=str(REPO_ROOT / "notebooks"), progress_bar=False)
     notebook_record, notebook_probs = _outputs(tmp_project, run_id)
     shutil.rmtree(tmp_project / "outputs" / "metrics")
-    done = _train(tmp_project, "alexnet", "compare_norms=false")  # the same run id
+    done = _train(tmp_project, "alexnet")
     script_record, script_probs = _outputs(tmp_project, run_id)
     assert "test accuracy" in done.stdout and run_id in done.stdout
     assert script_record["extra"]["trained_by"] == "nbutils.train"

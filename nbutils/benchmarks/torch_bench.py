@@ -135,7 +135,8 @@ def _prepare(args: argparse.Namespace) -> tuple[_Bench, str, int]:
     probe = nbutils.setup(args.profile, model="alexnet", verbose=False)
     dataset = args.dataset or probe.dataset
     cfg = nbutils.setup(args.profile, model="alexnet", dataset=dataset, verbose=False,
-                        batch_size=args.batch_size, architecture=args.architecture)
+                        batch_size=args.batch_size, architecture=args.architecture,
+                        precision=args.precision)
     m = cfg.model
     threads = torch_train.set_threads(args.threads if args.threads is not None else m.num_threads)
     data = load_for(cfg, progress=False)
@@ -316,6 +317,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="dataset spec (default: the profile's)")
     p.add_argument("--architecture", default=None, choices=("small", "alexnet224"))
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+                   help="the course loop's precision (default: the profile's; the textbook "
+                        "loop is always fp32)")
     p.add_argument("--steps", type=int, default=20, help="timed training steps per pipeline")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--workers", type=int, default=None,

@@ -94,17 +94,24 @@ def _named_probs(runset: RunSet, ensemble: EnsembleResult | None) -> list[tuple[
 
 
 def plot_confusions(runset: RunSet, ensemble: EnsembleResult | None = None) -> plt.Figure:
-    """Row-normalised test confusion matrices of all models, side by side."""
+    """Test confusion matrices of all models in a grid of two columns, each row of a
+    matrix normalised to sum to 1 (the colour is the share of that true class; the
+    number in a cell is the count of images)."""
     from ..metrics import confusion_matrix
 
     named = _named_probs(runset, ensemble)
     k = len(runset.class_names)
     side = 0.45 * k + 2.2
-    fig, axes = plt.subplots(1, max(1, len(named)), figsize=(side * max(1, len(named)), side),
-                             squeeze=False)
-    for ax, (label, probs) in zip(axes[0], named, strict=False):
+    ncols = min(2, max(1, len(named)))
+    nrows = max(1, -(-len(named) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(side * ncols, side * nrows), squeeze=False)
+    for ax in axes.flat[len(named):]:
+        ax.axis("off")
+    for ax, (label, probs) in zip(axes.flat, named, strict=False):
         cm = confusion_matrix(runset.labels, probs.argmax(1), k)
         plots.plot_confusion_matrix(cm, runset.class_names, title=label, ax=ax)
+    fig.suptitle("test confusion matrices: rows = true class, normalised per row; "
+                 "cell numbers = image counts", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -49,7 +49,8 @@ def train(cfg: Any, notebook: str) -> RunRecord | None:
     main = int(os.environ.get("RANK", "0")) == 0
     probe = hf_train.fit(model, dsets, _phase(cfg, "linear_probe", world), cfg.device,
                          progress=main, tensorboard_dir=board / "linear_probe" if main else None)
-    probe_probs = hf_train.predict_proba(model, processor, data.test.images) if main else None
+    probe_probs = hf_train.predict_proba(model, processor, data.test.images,
+                                tta_flip=cfg.model.tta_flip) if main else None
     probe_weights = hf_train.snapshot_weights(model)
     finetune = hf_train.fit(model, dsets, _phase(cfg, "fine_tune", world), cfg.device,
                             phase_offset=len(probe.history), progress=main,
@@ -64,7 +65,8 @@ def _finish(cfg: Any, notebook: str, data: Any, model: Any, processor: Any, ckpt
             total_params: int, phases: dict[str, tuple], world: int) -> RunRecord:
     """Choose the phase by validation accuracy, save and record (the main process)."""
     (probe, probe_probs, probe_weights), (finetune,) = phases["linear_probe"], phases["fine_tune"]
-    finetune_probs = hf_train.predict_proba(model, processor, data.test.images)
+    finetune_probs = hf_train.predict_proba(model, processor, data.test.images,
+                                tta_flip=cfg.model.tta_flip)
     final = "fine_tune" if finetune.final_val_acc >= probe.final_val_acc else "linear_probe"
     if final == "linear_probe":
         hf_train.restore_weights(model, probe_weights)
@@ -74,13 +76,15 @@ def _finish(cfg: Any, notebook: str, data: Any, model: Any, processor: Any, ckpt
          (finetune, float((finetune_probs.argmax(1) == data.test.labels).mean()))])
     model_dir = cfg.outputs_dir / "models" / cfg.run_id(notebook)
     info = hf_train.classifier_info(model, processor, cfg.model.input_size, cfg.model.checkpoint,
-                                    extra={"strategy": final, "source": ckpt.kind},
+                                    extra={"strategy": final, "source": ckpt.kind,
+                                       "tta_flip": bool(cfg.model.tta_flip)},
                                     source_size=data.image_size)
     hf_train.save_classifier(model_dir, model, info, processor=processor)
     return finish_run(
         cfg, data, notebook=notebook, model=f"{cfg.model.checkpoint} ({final})", probs=probs,
         fit=FitResult.combine(probe, finetune), num_params=total_params, model_path=model_dir,
-        val_probs=hf_train.predict_proba(model, processor, data.val.images),
+        val_probs=hf_train.predict_proba(model, processor, data.val.images,
+                                      tta_flip=cfg.model.tta_flip),
         extra={"checkpoint": cfg.model.checkpoint, "checkpoint_source": ckpt.kind,
                "input_size": cfg.model.input_size, "final_strategy": final,
                "strategies": strategies, "trained_by": "nbutils.train",

@@ -1,9 +1,12 @@
 # %% [markdown]
 # # 01 · Know your data before you train on it
 #
-# Every model in this course learns from the same images, split the same way and
-# normalised the same way. This notebook looks at those images before any network
-# does:
+# Every model in this course learns from the same images, split the same way. The
+# networks trained from scratch (02, 02b, 03) are also normalised the same way, with the
+# training split's per-channel statistics computed here; the pretrained network of 04
+# keeps the statistics it was pretrained with (ImageNet's), because its first layer's
+# weights were learned on inputs scaled that way. This notebook looks at the images
+# before any network does:
 #
 # 1. **What is there?** classes, split sizes, class balance;
 # 2. **What does it look like?** a sample of every class, pixel statistics, image sizes;
@@ -19,6 +22,7 @@
 profile = "auto"     # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
 dataset = None       # None: the profile's dataset; e.g. "cifar10", "imagefolder:PATH", "shapes"
 image_size = None    # None: the profile's image size
+near_duplicate_distance = None  # None: the config's (max differing hash bits of a near pair)
 
 # %% [markdown]
 # `nbutils.setup` merges the hardware profile (`configs/profiles/<profile>.yaml`), this
@@ -31,7 +35,8 @@ import nbutils
 from nbutils import eda, plots
 from nbutils.data import load_for
 
-cfg = nbutils.setup(profile, model="eda", dataset=dataset, image_size=image_size)
+cfg = nbutils.setup(profile, model="eda", dataset=dataset, image_size=image_size,
+                    near_duplicate_distance=near_duplicate_distance)
 
 # %% [markdown]
 # ## 1 · Load, split, normalise
@@ -40,7 +45,8 @@ cfg = nbutils.setup(profile, model="eda", dataset=dataset, image_size=image_size
 # the uint8 arrays under `data/processed/` (memory-mapped, so a second load takes well
 # under a second). The split is **stratified** (every class keeps its share in each
 # split) and **fixed** by the seed; the per-channel mean and standard deviation come from
-# the training split only, so nothing about the test images leaks into training.
+# the training split only, so nothing about the test images leaks into training (the
+# networks trained from scratch use them; notebook 04's pretrained one uses its own).
 
 # %%
 data = load_for(cfg)
@@ -137,14 +143,26 @@ print("no duplicate pairs to show" if fig is None else "")
 eda.image_browser(data);
 
 # %% [markdown]
+# ## Takeaways
+#
+# * Look before you train: class balance, a sample of every class, pixel statistics and
+#   image sizes take seconds and catch most data problems.
+# * The split is stratified and fixed by the seed; the normalisation statistics come from
+#   the training split only.
+# * Duplicates across train and test leak answers into the exam; find them before
+#   trusting a test accuracy.
+#
 # ## Exercises
 #
-# 1. Run this notebook with `dataset = "imagefolder:PATH"` on a folder of your own
-#    photos (one sub-folder per class). Which classes are under-represented, and what do
-#    the size and aspect plots say about how `image_size` should be chosen?
-# 2. Change `near_duplicate_distance` to 0 and to 10 (`nbutils.setup(..., near_duplicate_distance=10)`).
-#    Look at the pairs that appear: at what distance do the "duplicates" stop being the
-#    same photograph?
-# 3. The mean and std come from the training split only. Compute them over the test
-#    split too (`nbutils.data.channel_stats(data.test.images)`): how different are they,
-#    and why would using them for normalisation be a (small) leak?
+# Solutions: `solutions/01_eda.py`.
+#
+# 1. **Near duplicates.** Set `near_duplicate_distance = 0`, then `10`. *Expect*: with 0
+#    only exact copies are listed; with 10 the list grows and its last pairs are no
+#    longer the same photograph (different images with a similar layout).
+# 2. **Another image size.** Set `image_size = 64`. *Expect*: the same classes and split
+#    sizes, a 4x larger cache, and per-channel means within 0.01 of the 32-pixel ones
+#    (resizing barely moves the average colour).
+# 3. **Test statistics.** Compute the mean over the test split too
+#    (`nbutils.data.channel_stats(data.test.images)`). *Expect*: within about 0.01 of the
+#    training split's on CIFAR-10; using them to normalise would still be a (small) leak
+#    of test information into training.

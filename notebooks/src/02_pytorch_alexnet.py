@@ -12,16 +12,18 @@
 # * **data augmentation**: random crops and horizontal flips multiply the training set
 #   for free;
 # * **large-ish convolutions** early (11×11 and 5×5 in the original), then 3×3;
-# * **local response normalisation (LRN)**, a "lateral inhibition" between neighbouring
-#   channels. Today **BatchNorm** does that job far better, so we compare the two.
+# * **local response normalisation (LRN)**, which divides each activation by the energy
+#   of the same position in neighbouring channels (the paper's "lateral inhibition").
+#   Later work found it added nothing (VGG, 2014, dropped it) and it disappeared;
+#   **BatchNorm** (2015) is a different tool: it standardises each channel over the
+#   batch, which keeps training stable at high learning rates.
 #
-# This notebook builds the AlexNet family (the faithful 224-pixel network and a version
-# with the same five-convolution/three-FC shape for 32–64 pixel images), prints its
-# layers, parameters and FLOPs, trains the small one with a modern recipe (one-cycle
-# learning rate, label smoothing, BatchNorm, augmentation on the device, mixed precision
-# on a GPU, a checkpoint every epoch) and writes the course's standard outputs: curves,
+# This notebook writes the small AlexNet out as a PyTorch module, trains it for one
+# epoch with a hand-written loop (forward, loss, backward, step), then trains it
+# properly with the course's `fit` and writes the course's standard outputs: curves,
 # confusion matrix, per-class report, example predictions, a run record and the saved
-# model, which we reload to prove it predicts exactly the same.
+# model, which we reload to prove it predicts exactly the same. On the way: LRN,
+# BatchNorm and no normalisation side by side, and what the first layer learned.
 
 # %% tags=["parameters"]
 profile = "auto"        # gpu | lowvram | cpu | smoke | auto (chosen from the hardware)
@@ -31,6 +33,8 @@ batch_size = None       # None keeps the profile value
 architecture = None     # None keeps the config value (small); alexnet224: the original
 norm = None             # None keeps the config value (batchnorm); lrn or none
 compare_norms = None    # None keeps the profile value; False skips the LRN vs BatchNorm runs
+augment = None          # None keeps the config (random crop + flip); False trains without
+hand_epochs = 1         # epochs of the hand-written loop in section 3
 tracking = None         # None keeps the config ("none"); "mlflow" also logs the run to MLflow
 seed = None             # None keeps the profile's seed; another seed is a new run (seed spread)
 
@@ -50,7 +54,8 @@ from nbutils.runs import finish_run, record_class_table
 
 cfg = nbutils.setup(profile, model="alexnet", dataset=dataset, epochs=epochs,
                     batch_size=batch_size, architecture=architecture, norm=norm,
-                    compare_norms=compare_norms, tracking=tracking, seed=seed)
+                    compare_norms=compare_norms, tracking=tracking, seed=seed,
+                    **({"augment_padding": 0, "augment_flip": False} if augment is False else {}))
 settings = cfg.model
 device = torch_train.resolve_device(cfg.device)
 threads = torch_train.set_threads(settings.num_threads)
@@ -95,11 +100,13 @@ fig = plots.image_grid(torch.cat(views).cpu().numpy(), ncols=8,
 # %% [markdown]
 # ## 2 · The network
 #
-# First the original, exactly as torchvision builds it (plus the two LRN layers of the
-# paper, which torchvision leaves out). We build it on PyTorch's `meta` device: shapes,
-# parameter counts and FLOPs without allocating its 61 million weights. Note where the
-# parameters are (the fully connected layers) and where the computation is (the
-# convolutions).
+# First the ImageNet network as torchvision builds it (plus the two LRN layers of the
+# paper, which torchvision leaves out). torchvision's `alexnet` is the **one-tower
+# variant** of Krizhevsky's 2014 "One weird trick" paper, with 64-192-384-256-256
+# channels; the 2012 network had 96-256-384-384-256, split over two GPUs. We build it on
+# PyTorch's `meta` device: shapes, parameter counts and FLOPs without allocating its 61
+# million weights. Note where the parameters are (the fully connected layers) and where
+# the computation is (the convolutions).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -109,15 +116,57 @@ with torch.device("meta"):
 print(torch_models.summarize(original, (3, 224, 224)))
 
 # %% [markdown]
-# The small-image version keeps the layout (conv → pool → conv → pool → conv → conv →
-# conv → pool → FC → FC → FC, overlapping 3×3/2 pooling, dropout before the hidden FC
-# layers) but with stride-1 convolutions and widths suited to 32-pixel images: a 32×32
-# input is pooled to 16, 8 and 4 pixels. `norm` switches between BatchNorm after every
-# convolution, the paper's LRN after the first two, or nothing.
+# The version for 32-pixel images keeps the layout (conv → pool → conv → pool → conv →
+# conv → conv → pool → FC → FC → FC, overlapping 3×3/2 pooling, dropout before the
+# hidden FC layers) with stride-1 3×3 convolutions, so a 32×32 input is pooled to 16, 8
+# and 4 pixels. Here it is, written out: this is the whole model.
+
+# %%
+from torch import nn
+
+
+class SmallAlexNet(nn.Module):
+    """Five conv-BatchNorm-ReLU layers, three overlapping max-pools, three FC layers."""
+
+    def __init__(self, num_classes: int, widths=(32, 64, 96, 96, 96), fc: int = 512,
+                 dropout: float = 0.25) -> None:
+        super().__init__()
+        def conv(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True)]
+        def pool():
+            return nn.MaxPool2d(3, stride=2, padding=1)
+        w = widths
+        self.features = nn.Sequential(
+            *conv(3, w[0]), pool(), *conv(w[0], w[1]), pool(),
+            *conv(w[1], w[2]), *conv(w[2], w[3]), *conv(w[3], w[4]), pool())
+        self.avgpool = nn.AdaptiveAvgPool2d(4)             # 4x4 for 32-pixel inputs
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(w[4] * 16, fc), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(fc, fc), nn.ReLU(inplace=True),
+            nn.Linear(fc, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+# %% [markdown]
+# The course's package builds the same network from the config
+# (`nbutils.torch_models.SmallAlexNet`, which also offers LRN and no normalisation, and
+# which saved models are rebuilt from). The check below, run by the tests on every
+# change, proves the two compute the same thing.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 model_config = torch_models.config_from_settings(settings, data.num_classes, size)
+ours = SmallAlexNet(data.num_classes, settings.widths, settings.fc_width, settings.dropout)
+package = torch_models.build_model(torch_models.config_from_settings(
+    settings, data.num_classes, data.image_size, norm="batchnorm", architecture="small"))
+ours.load_state_dict(package.state_dict())
+x = torch.randn(2, 3, data.image_size, data.image_size)
+print("this SmallAlexNet computes what nbutils' computes:",
+      torch.equal(ours.eval()(x), package.eval()(x)))
 torch.manual_seed(cfg.seed)
 model = torch_models.build_model(model_config)
 summary = torch_models.summarize(model, (3, size, size))
@@ -125,14 +174,57 @@ print(model_config.name)
 print(summary)
 
 # %% [markdown]
-# ## 3 · LRN versus BatchNorm, side by side
+# ## 3 · One epoch by hand
 #
-# Same network, same data, same optimiser and schedule, only the normalisation differs.
-# LRN rescales each activation by the energy of its neighbouring channels; BatchNorm
-# standardises each channel over the batch and learns a scale and shift. BatchNorm keeps
-# every layer's inputs well scaled, which lets the high learning rate of our schedule
-# work: the LRN network learns more slowly (and LRN is also slower to compute). A short
-# run on part of the training set is enough to see it.
+# Training is four lines repeated: **forward** (the model's scores for a batch), **loss**
+# (cross-entropy against the labels), **backward** (`loss.backward()` fills every
+# weight's `.grad` with d loss / d weight) and **step** (the optimiser moves each weight
+# against its gradient). One pass over the training set is an epoch. Here it is for a
+# fresh network, with plain SGD and momentum. (The loader's random state is put back
+# afterwards, so the training in section 5 draws the same batches as without this cell.)
+
+# %%
+import time
+
+import torch.nn.functional as F
+
+loader_state = loaders["train"].state_dict()
+torch.manual_seed(cfg.seed)
+by_hand = SmallAlexNet(data.num_classes, settings.widths, settings.fc_width,
+                       settings.dropout).to(device)
+optimizer = torch.optim.SGD(by_hand.parameters(), lr=0.02, momentum=0.9)
+by_hand.train()
+start = time.perf_counter()
+for epoch in range(hand_epochs):
+    losses = []
+    for x, y in loaders["train"]:            # augmented, normalised batches on the device
+        loss = F.cross_entropy(by_hand(x), y)  # forward + loss
+        optimizer.zero_grad()                  # forget the previous batch's gradients
+        loss.backward()                        # backward: gradients of the loss
+        optimizer.step()                       # step: move every weight against its gradient
+        losses.append(loss.item())
+    val_loss, val_acc = torch_train.evaluate(by_hand, loaders["val"])
+    print(f"epoch {epoch + 1} by hand: {len(losses)} steps; loss {np.mean(losses[:5]):.3f} "
+          f"over the first 5 batches, {np.mean(losses[-5:]):.3f} over the last 5; "
+          f"validation accuracy {val_acc:.3f} (chance {1 / data.num_classes:.3f})")
+loaders["train"].load_state_dict(loader_state)
+print(f"{time.perf_counter() - start:.1f} s")
+
+# %% [markdown]
+# `torch_train.fit` runs the same four lines. What it adds is the engineering around
+# them: a learning-rate schedule (warm-up, then linear decay), label smoothing, weight
+# decay on weights only, mixed precision (bf16 autocast on GPUs and on CPUs that compute
+# bf16 natively), an evaluation after every epoch, early stopping, a checkpoint every
+# epoch that a re-run resumes from, TensorBoard logs and progress bars.
+#
+# ## 4 · LRN, BatchNorm or no normalisation
+#
+# Three networks on the same images with the same optimiser and schedule. `none` and
+# `lrn` differ by one thing, LRN after the first two convolutions (where the paper put
+# it). `batchnorm` normalises after all five convolutions, so it is a different recipe,
+# not a one-layer change; what it buys is that the high learning rate of our schedule
+# works. The runs use part of the training set; seconds per epoch leave out the first
+# epoch, which includes one-off warm-up costs.
 
 # %%
 comparison = {}
@@ -143,7 +235,7 @@ if settings.compare_norms:
         data.train.images[pick], data.train.labels[pick], data.mean, data.std,
         settings.batch_size, device, shuffle=True, augment=augment, drop_last=True,
         seed=cfg.seed, channels_last=settings.channels_last, size=size)
-    for variant in ("lrn", "batchnorm"):
+    for variant in ("none", "lrn", "batchnorm"):
         torch.manual_seed(cfg.seed)
         net = torch_models.build_model(torch_models.config_from_settings(
             settings, data.num_classes, size, norm=variant))
@@ -153,39 +245,26 @@ if settings.compare_norms:
                                                   mixed_precision=cfg.mixed_precision,
                                                   compile=False),
             device, desc=variant)
-        comparison[variant] = {"val_acc": [h["val_acc"] for h in run.history],
-                               "train_loss": [h["train_loss"] for h in run.history],
-                               "seconds": run.train_seconds}
+        later = [h["seconds"] for h in run.history[1:]] or [run.history[0]["seconds"]]
+        comparison[variant] = {"history": run.history, "val_acc": run.history[-1]["val_acc"],
+                               "best_val_acc": run.best_val_acc,
+                               "seconds_per_epoch": float(np.median(later))}
+    print(f"{'':>10} {'final val acc':>14} {'best val acc':>13} {'s/epoch':>8}")
     for variant, r in comparison.items():
-        print(f"{variant:>9}: val accuracy by epoch {[round(a, 3) for a in r['val_acc']]}, "
-              f"{r['seconds']:.1f} s")
-
-# %%
-if comparison:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for variant, r in comparison.items():
-        ep = range(1, len(r["val_acc"]) + 1)
-        axes[0].plot(ep, r["train_loss"], marker="o", label=variant)
-        axes[1].plot(ep, r["val_acc"], marker="o", label=variant)
-    axes[0].set(title="training loss", xlabel="epoch")
-    axes[1].set(title="validation accuracy", xlabel="epoch")
-    axes[1].legend()
-    fig.tight_layout()
-    plt.show()
+        print(f"{variant:>10} {r['val_acc']:>14.3f} {r['best_val_acc']:>13.3f} "
+              f"{r['seconds_per_epoch']:>8.2f}")
+    plots.plot_runs({v: r["history"] for v, r in comparison.items()},
+                    chance=1 / data.num_classes,
+                    title=f"{n_cmp} training images, {settings.compare_epochs} epochs")
+    plots.plt.show()
 
 # %% [markdown]
-# ## 4 · Training
+# Under `smoke` these runs are far too short to show anything. On the `cpu` profile read
+# the numbers above: the closing lines of this section in the
+# [reference page](../docs/notebooks/02_pytorch_alexnet.md) give what they were when the
+# course was last run, and what they do and do not show.
 #
-# `torch_train.fit` is the course's one training loop (notebook 06 reuses it). Per step:
-# forward and loss under autocast (bf16 on GPUs that support it, fp16 with a gradient
-# scaler otherwise, fp32 on the CPU), backward, optional gradient clipping, SGD with
-# Nesterov momentum (or AdamW), and a per-step learning rate: linear warmup then a
-# one-cycle decay. Label smoothing keeps the network from becoming over-confident on a
-# small training set. After each epoch it evaluates on the validation split, can stop
-# early, and writes a checkpoint atomically: if the kernel dies, re-running this cell
-# resumes from the last finished epoch.
+# ## 5 · Training with `fit`
 
 # %%
 train_config = torch_train.TrainConfig.from_settings(
@@ -201,7 +280,65 @@ print(f"{len(result.history)} epochs in {result.train_seconds:.1f} s "
       f"final val accuracy {last['val_acc']:.3f}")
 
 # %% [markdown]
-# ## 5 · Test-set evaluation and the saved model
+# **Why the validation loss can sit below the training loss.** The training loss `fit`
+# reports is measured under three handicaps the validation loss does not have: label
+# smoothing (the target puts 0.1 of its mass on the wrong classes, so even a perfect
+# model pays a floor), dropout and augmentation, all while the weights still change
+# during the epoch. Measured the same way, in eval mode on clean images with plain
+# cross-entropy, a trained model fits its training split better than the validation
+# split (under `smoke` the model has barely trained and the three are about equal):
+
+# %%
+clean_train = torch_data.TensorLoader(data.train.images, data.train.labels, data.mean,
+                                      data.std, 2 * settings.batch_size, device,
+                                      channels_last=settings.channels_last, size=size)
+amp = torch_train.amp_settings(device, cfg.mixed_precision)
+rows = [("training loss as fit reports it", last["train_loss"],
+         "smoothing, dropout, augmentation"),
+        ("training split, eval mode", torch_train.evaluate(model, clean_train, amp)[0], "none"),
+        ("validation split, eval mode", torch_train.evaluate(model, loaders["val"], amp)[0],
+         "none")]
+for name, value, handicaps in rows:
+    print(f"{name:<32} {value:6.3f}   handicaps: {handicaps}")
+
+# %% [markdown]
+# ## 6 · What the network learned
+#
+# The first layer's 3×3 filters (each rescaled to the full grey range, so the colour
+# pattern is visible), and what one test image looks like to the network after the
+# first convolution (32×32, simple edges and colour blobs) and after the fifth (8×8,
+# parts that are harder to name).
+
+# %%
+first = model.features[0].weight.detach().float().cpu()
+first = (first - first.amin((1, 2, 3), keepdim=True)) / (
+    first.amax((1, 2, 3), keepdim=True) - first.amin((1, 2, 3), keepdim=True) + 1e-8)
+plots.image_grid(first.permute(0, 2, 3, 1).numpy()[:32], ncols=16, cell=0.6,
+                 suptitle="first-layer filters")
+plots.plt.show()
+
+relus = [i for i, layer in enumerate(model.features) if isinstance(layer, nn.ReLU)]
+image = torch.from_numpy(np.asarray(data.test.images[:1])).to(device)
+x = torch_data.to_model_input(image, loaders["val"].mean, loaders["val"].std,
+                              settings.channels_last, size)
+maps = {}
+model.eval()
+with torch.no_grad():
+    for i, layer in enumerate(model.features):
+        x = layer(x)
+        if i in (relus[0], relus[-1]):
+            maps[i] = x[0, :8].float().cpu().numpy()
+shown = [data.test.images[0]] + [m / (m.max() + 1e-8) for m in maps[relus[0]]] + \
+        [m / (m.max() + 1e-8) for m in maps[relus[-1]]]
+plots.image_grid(shown[:1], [data.class_names[data.test.labels[0]]], ncols=1, cell=1.6)
+plots.image_grid(np.stack(shown[1:9]), [f"conv1 ch {c}" for c in range(8)], ncols=8, cell=1.2,
+                 cmap="viridis")
+plots.image_grid(np.stack(shown[9:]), [f"conv5 ch {c}" for c in range(8)], ncols=8, cell=1.2,
+                 cmap="viridis")
+plots.plt.show()
+
+# %% [markdown]
+# ## 7 · Test-set evaluation and the saved model
 #
 # We predict the test set once (averaging each image with its mirror image when
 # `tta_flip` is on, a cheap test-time augmentation), save the model (weights as
@@ -238,7 +375,7 @@ print(f"test accuracy {record.test.accuracy:.4f}   macro F1 {record.test.macro_f
 record_class_table(record)
 
 # %% [markdown]
-# ## 6 · Reload check
+# ## 8 · Reload check
 #
 # A saved model is only useful if it predicts exactly what the trained one did. We
 # reload it through the framework-neutral `nbutils.inference.load_classifier` (which
@@ -256,17 +393,27 @@ print(f"reloaded {type(reloaded.model).__name__} from classifier.json: "
       f"identical predicted classes = {same}, probabilities agree to 1e-4 = {max_diff < 1e-4}")
 
 # %% [markdown]
+# ## Takeaways
+#
+# * A CNN classifier is a short `nn.Module`: convolutions, ReLU, pooling, then fully
+#   connected layers; the training loop is forward, loss, backward, step.
+# * What turns that loop into a fast, reliable run is engineering: a schedule, label
+#   smoothing, mixed precision, augmentation on the device, checkpoints.
+# * BatchNorm's gain is stable training at high learning rates; LRN, the paper's
+#   normalisation, brings little, which is why later networks dropped it.
+# * A training loss measured under smoothing, dropout and augmentation is not comparable
+#   with a validation loss; measure both the same way before reading a gap.
+# * A saved model is only done when a reload predicts exactly what the trained one did.
+#
 # ## Exercises
 #
-# 1. **Normalisation.** Set `norm = "lrn"` (and then `"none"`) in the parameters cell
-#    and re-run. How do accuracy and training time change? Then try `lrn` with a
-#    lower learning rate (`nbutils.setup(..., lr=0.02)`): is the gap about the
-#    normalisation or about the learning rate it tolerates?
-# 2. **What does augmentation buy?** Train once with `augment_padding=0,
-#    augment_flip=False` and compare the train/validation curves with the run above.
-#    Where does the gap between training and validation accuracy open up?
-# 3. **The original network.** With a GPU, train `architecture = "alexnet224"` (images
-#    are resized to 224 px on the device). Compare its FLOPs per image with the small
-#    network's in the summaries above, and its accuracy. With internet access, set
-#    `pretrained=True, norm="none"` to start from ImageNet weights: how many epochs
-#    does it need now?
+# Solutions: `solutions/02_pytorch_alexnet.py` (each prints what it measured).
+#
+# 1. **Normalisation.** Set `norm = "none"` and re-run. *Expect* (`cpu` profile, real
+#    CIFAR-10): lower test accuracy than with BatchNorm, by several points, at the same
+#    learning rate.
+# 2. **The hand-written loop.** Set `hand_epochs = 3`. *Expect*: the validation accuracy
+#    of the hand-trained network rises each epoch.
+# 3. **What augmentation buys.** Set `augment = False`. *Expect*: a wider gap between
+#    the final training and validation accuracy than with augmentation, and a lower test
+#    accuracy.

@@ -11,7 +11,7 @@
 #
 # This notebook writes the residual block out, shows what the skip connection buys on a
 # deeper network, then trains a ResNet-9 with the craft that makes short training runs
-# work: a learning-rate range test to pick the rate, a one-cycle schedule, label
+# work: a learning-rate range test to pick the rate, a warm-up + linear-decay schedule, label
 # smoothing, augmentation on the device (MixUp, CutMix and TrivialAugment compared at the
 # same cost) and, on CPUs that compute bfloat16 natively, bf16 autocast. Its record sits
 # beside notebook 02's, so notebooks 05 to 07 compare, explain and use it too.
@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from nbutils import torch_data, torch_models, torch_resnet, torch_train
+from nbutils import plots, torch_data, torch_models, torch_resnet, torch_train
 from nbutils.data import load_for
 from nbutils.inference import ClassifierInfo, load_classifier
 from nbutils.lr_finder import lr_find
@@ -139,7 +139,7 @@ def side_run(config: torch_resnet.ResNetConfig, aug: torch_data.Augment, **train
     run = torch_train.fit(net, loader, loaders["val"], torch_train.TrainConfig.from_settings(
         settings, epochs=settings.compare_epochs, mixed_precision=mixed, **train), device,
         desc=config.name)
-    return {"val_acc": [h["val_acc"] for h in run.history],
+    return {"history": run.history, "val_acc": [h["val_acc"] for h in run.history],
             "train_loss": [h["train_loss"] for h in run.history], "seconds": run.train_seconds}
 
 
@@ -163,17 +163,8 @@ if settings.compare_depth:
         print(f"{name:>12}: val accuracy by epoch {[round(a, 3) for a in r['val_acc']]}, "
               f"final training loss {r['train_loss'][-1]:.3f}, {r['seconds']:.0f} s")
 if depth:
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for name, r in depth.items():
-        ep = range(1, len(r["val_acc"]) + 1)
-        axes[0].plot(ep, r["train_loss"], marker="o", label=name)
-        axes[1].plot(ep, r["val_acc"], marker="o", label=name)
-    axes[0].set(title="training loss", xlabel="epoch")
-    axes[1].set(title="validation accuracy", xlabel="epoch")
-    for ax in axes:
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[1].legend()
-    fig.tight_layout()
+    plots.plot_runs({name: r["history"] for name, r in depth.items()},
+                    chance=1 / data.num_classes)
     plt.show()
 
 # %% [markdown]
@@ -293,7 +284,7 @@ print(f"reloaded {type(reloaded.model).__name__}: identical predicted classes = 
 #
 # * A residual block adds its input to its output; the identity path lets deep networks
 #   train, and costs nothing (the plain twin has the same parameters and FLOPs).
-# * A learning-rate range test finds the useful range in a minute; a one-cycle schedule
+# * A learning-rate range test finds the useful range in a minute; a warm-up + linear-decay schedule
 #   then uses rates near its top.
 # * Augmentation and regularisation have to be judged at equal cost and on the
 #   validation split; short runs favour weak augmentation.

@@ -25,6 +25,8 @@ dataset = None  # None keeps the profile dataset; e.g. cifar10 or imagefolder:PA
 epochs = None  # None keeps the profile value
 batch_size = None  # None keeps the profile value
 ablation = None  # run the ablation table; None keeps the profile choice
+augment = None  # None keeps the config (flip, rotation, shift, zoom, contrast); False: none
+tta_flip = None  # None keeps the config (True: average each image with its mirror image)
 tracking = None         # None keeps the config ("none"); "mlflow" also logs the run to MLflow
 
 # %%
@@ -40,7 +42,8 @@ from nbutils.inference import load_classifier
 from nbutils.runs import finish_run, record_class_table
 
 cfg = nbutils.setup(profile, model="keras_cnn", dataset=dataset, epochs=epochs,
-                    batch_size=batch_size, ablation=ablation, tracking=tracking)
+                    batch_size=batch_size, ablation=ablation, tracking=tracking,
+                    augment=augment, tta_flip=tta_flip)
 env = keras_train.setup_keras(cfg)
 NOTEBOOK = "03_keras_cnn"
 RUN_ID = cfg.run_id(NOTEBOOK)
@@ -82,8 +85,11 @@ print("val pipeline == numpy core:",
 # ## 3. The model, preprocessing included
 #
 # The reference CNN: blocks of 3×3 convolution + BatchNorm + ReLU with max-pooling between
-# them, global average pooling, a dense layer with dropout, and a softmax. L2 weight decay
-# keeps the weights small. Widths, depth and every regulariser come from
+# them, global average pooling, a dense layer with dropout, and a softmax. An L2 penalty
+# on the kernels (added to the loss) keeps the weights small. Under Adam this is not the
+# same as decoupled weight decay (AdamW, Loshchilov and Hutter 2019): Adam divides the
+# penalty's gradient by its running gradient scale like any other gradient, so weights
+# with large gradients are barely decayed. Widths, depth and every regulariser come from
 # `configs/models/keras_cnn.yaml` (and the profile).
 #
 # The first layers are *preprocessing*: `Rescaling(1/255)`, then the random augmentation
@@ -117,13 +123,31 @@ if augment is not None:
 #
 # `keras_train.fit` compiles with **Adam** whose learning rate warms up linearly for the
 # first epoch and then follows a **cosine decay** to zero, and with **categorical
-# cross-entropy with label smoothing** (targets of 0.9 / 0.01 instead of 1 / 0, which
-# discourages over-confident predictions). Metrics: accuracy, precision and recall.
+# cross-entropy with label smoothing**: with ε = 0.1 and K = 10 classes the target is
+# y(1 − ε) + ε/K, so 0.91 for the true class and 0.01 for each other one instead of 1 / 0,
+# which discourages over-confident predictions. Metrics: accuracy, precision and recall.
 #
 # The callbacks do what a hand-written loop would: **EarlyStopping** stops when validation
 # accuracy stops improving, **ModelCheckpoint** keeps the best weights (reloaded at the end),
 # **CSVLogger** and **TensorBoard** record every epoch (`make tensorboard` shows them),
 # and a small **learning-rate logger** adds the current rate to the logs.
+#
+# Here is that code, printed from the package that runs it (so what you read is what
+# trains): first `compile`, then the callbacks.
+
+# %%
+from nbutils.source import show_source
+
+show_source(keras_train.compile_cnn);
+
+# %%
+show_source(keras_train.make_callbacks);
+
+# %% [markdown]
+# `keras_train.fit` then builds the shuffled `tf.data` pipeline, calls `compile_cnn`,
+# runs `model.fit(train_ds, validation_data=val_ds, epochs=..., callbacks=...)` and
+# reloads the best weights; around it, it only locks the log folder (two runs cannot
+# write into one) and times the run.
 
 # %%
 train_config = keras_train.KerasTrainConfig.from_settings(cfg.model)
@@ -199,6 +223,9 @@ if cfg.model.ablation:
     print(f"ablation: {len(rows)} runs of {cfg.model.ablation_epochs} epochs in "
           f"{time.perf_counter() - start:.0f} s")
     display(table)
+    plots.plot_runs({r["variant"]: r["history"] for r in rows}, metrics=("train_acc", "val_acc"),
+                    chance=1 / data.num_classes, title="ablation: one ingredient at a time")
+    plots.plt.show()
 
 # %% [markdown]
 # ## 8. Why `tf.data`? A quick measurement
@@ -230,17 +257,27 @@ if cfg.model.pipeline_epochs > 0:
           f"inference {pipeline['ratio_inference']:.2f}x")
 
 # %% [markdown]
+# ## Takeaways
+#
+# * In Keras the model carries its own preprocessing and augmentation as layers, so the
+#   saved file predicts from raw pixels.
+# * `compile()` fixes optimiser, loss and metrics; `fit()` with callbacks does what a
+#   hand-written loop would (early stopping, best-weights checkpoint, logs).
+# * An L2 penalty under Adam is not weight decay; label smoothing gives targets of
+#   0.91 / 0.01 for ten classes.
+# * Regularisers look worse in short runs and pay off in long ones: judge them on the
+#   validation split at the budget you will train with.
+#
 # ## Exercises
 #
-# 1. **Augmentation.** Retrain with `translate: 0.0`, then with `augment: false` (in
-#    `configs/models/keras_cnn.yaml`, or as `nbutils.setup(..., augment=False)`). How do the
-#    gap between training and validation accuracy and the test accuracy change? Then try
-#    `interpolation: bilinear`: why would blurring only the training images hurt?
-#    Finally compare `predict_proba(..., tta_flip=False)` with the default **on the
-#    validation split** (`data.val`): how much does averaging each image with its mirror
-#    image add, and what does it cost at inference time?
-# 2. **Depth.** Try `convs_per_block: 2` or `widths: [64, 128, 256]`. Record parameters,
-#    seconds per epoch and accuracy: which change pays for its cost?
+# Solutions: `solutions/03_keras_cnn.py`.
+#
+# 1. **Augmentation.** Set `augment = False`. *Expect* (`cpu` profile, real CIFAR-10):
+#    training accuracy well above validation accuracy by the last epoch (a wider gap
+#    than with augmentation) and a lower test accuracy.
+# 2. **Test-time augmentation.** Set `tta_flip = False`. *Expect*: test accuracy within
+#    about one point of the default, with half the inference work.
 # 3. **Safe loading.** Add a `keras.layers.Lambda(lambda x: x * 2)` layer to a copy of the
-#    model, save it, and reload it with `keras.saving.load_model(path, safe_mode=True)`. What
-#    happens, and why is that the right default for files you download?
+#    model, save it, and reload it with `keras.saving.load_model(path, safe_mode=True)`.
+#    *Expect*: a `ValueError` naming `safe_mode`: a `.keras` file that would run code is
+#    refused, the right default for files you download.

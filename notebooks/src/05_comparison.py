@@ -1,14 +1,21 @@
 # %% [markdown]
-# # 05 · Comparing the three frameworks, fairly
+# # 05 · Comparing the course's models, fairly
 #
-# Notebooks 02, 03 and 04 trained an AlexNet-style network in PyTorch, a CNN in Keras
-# and a pretrained model fine-tuned with Hugging Face on **the same images, split the
-# same way**. Each left behind a run record (`outputs/metrics/<run>.json`), its test-set
-# probabilities and its saved model. This notebook puts them side by side and asks
-# what the numbers can and cannot tell us.
+# Notebooks 02, 02b, 03 and 04 trained an AlexNet-style network and a ResNet-9 in
+# PyTorch, a CNN in Keras and a pretrained model fine-tuned with Hugging Face on **the
+# same images, split the same way**. Each left behind a run record
+# (`outputs/metrics/<run>.json`), its test-set probabilities and its saved model. This
+# notebook puts them side by side and asks what the numbers can and cannot tell us.
 #
-# A benchmark is only fair when everything except the thing being compared is held
-# fixed:
+# What is compared is **models, not frameworks**. The architectures differ, one model is
+# pretrained on ImageNet and the others start from random weights, the pretrained one
+# sees 176-pixel inputs where the others see 32, and each trains for its own number of
+# epochs with its own recipe. A framework would only be compared if the same network
+# and recipe were trained in each, which none of this does. The latency differences
+# likewise come mostly from input size and preprocessing (resizing to 176 px costs more
+# than the whole small CNN), not from the framework.
+#
+# What *is* held fixed, so that the comparison of these models is fair:
 #
 # * **the same data**: the same test images, in the same order, for every model: the
 #   records are matched on dataset and profile, and their test labels must agree;
@@ -195,7 +202,12 @@ figures.update(cplots.comparison_figures(comparison, show=["confusion_matrices"]
 # %% [markdown]
 # **Reliability diagrams.** Test images are grouped by the model's confidence in its top
 # class; in each group we compare the mean confidence with the share that is right. A
-# calibrated model's bars follow the diagonal; bars below it mean over-confidence. ECE is
+# calibrated model's bars follow the diagonal. A bar *below* the diagonal means
+# over-confidence (in that group the model is right less often than its confidence
+# says); a bar *above* it means under-confidence (right more often than it claims, as
+# averaging several models, the ensemble below, and label smoothing tend to make a
+# model). The number on each bar is how many test images fall in that group: bars over
+# a handful of images are noise. ECE is
 # the gap averaged over the groups, weighted by their size. Calibration matters whenever
 # the probability itself is used (thresholds, abstaining, ranking), not only the class.
 
@@ -335,15 +347,28 @@ print(f"wrote {display_path(report.parent)}:",
       ", ".join(sorted(p.name for p in report.parent.iterdir())))
 
 # %% [markdown]
+# ## Takeaways
+#
+# * These are comparisons of *models* (architecture, pretraining, input size, epochs
+#   all differ), not of frameworks.
+# * A few hundred test images measure accuracy to a few points; McNemar's test and the
+#   bootstrap say whether a difference is larger than the test set's noise.
+# * Those tests ignore training noise: the seed spread of one model is the yardstick
+#   for differences between models trained once.
+# * Temperature scaling, fitted on the validation split, fixes most miscalibration
+#   without changing a single prediction.
+#
 # ## Exercises
 #
-# 1. **Change the batch size.** Re-run with `latency_repeats=200` and, in
-#    `configs/profiles/<profile>.yaml`, a larger `models.comparison.batch_size`. Which
-#    model gains most from batching, and why might a bigger model gain more?
-# 2. **How big must the test set be?** Using `compare.wilson_interval`, find how many test
-#    images you need before the difference between your two closest models would be
-#    outside the interval. Then check with `compare.pairwise_significance`: does McNemar's
-#    test need more or fewer images than comparing intervals?
-# 3. **Weighted ensembles.** `nbutils.metrics.ensemble_probabilities` averages equally.
-#    Weight each model by its *validation* accuracy (from `run.record.history`) instead.
-#    Does it help on the test set, and why must the weights not be chosen on the test set?
+# Solutions: `solutions/05_comparison.py`.
+#
+# 1. **Timing noise.** Set `latency_repeats = 200`. *Expect*: the medians move by a few
+#    percent at most while the slowest calls (the tail) grow: medians of many calls are
+#    stable, single calls are not.
+# 2. **How big must the test set be?** With `compare.wilson_interval`, find how many
+#    test images the difference between your two closest models would need to leave the
+#    interval. *Expect*: several thousand for a difference of about two points.
+# 3. **Weighted ensembles.** Weight each model by its *validation* accuracy
+#    (`nbutils.metrics.ensemble_probabilities(..., weights=...)`). *Expect*: a test
+#    accuracy within a point of the equal-weight ensemble; choosing the weights on the
+#    test set would make the number meaningless.

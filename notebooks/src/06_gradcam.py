@@ -30,6 +30,7 @@ method = None        # None: the config's ("gradcam"); "gradcam++" for Grad-CAM+
 n_images = None      # None: the profile's value (images in the side-by-side figures)
 eval_images = None   # None: the profile's value (0 scores the whole test split)
 interactive = True   # False: the explorer draws static figures even in JupyterLab
+deletion_baseline = None  # None: the config's ("blur"); "mean" or "black"
 
 # %% [markdown]
 # The settings live in `configs/models/gradcam.yaml` (with a comment for each) and the
@@ -53,7 +54,8 @@ from nbutils.gradcam import runs
 from nbutils.runs import example_indices
 
 cfg = nbutils.setup(profile, model="gradcam", dataset=dataset, method=method,
-                    n_images=n_images, eval_images=eval_images)
+                    n_images=n_images, eval_images=eval_images,
+                    deletion_baseline=deletion_baseline)
 settings = cfg.model
 started = time.perf_counter()
 
@@ -119,6 +121,54 @@ for m in found.models:
     layers[m.label] = layer
     print(f"{m.label:<13} {type(clf.model).__name__:<34} input {clf.info.image_size}px   "
           f"target layer: {layer}")
+
+# %% [markdown]
+# **Grad-CAM written out.** For a PyTorch model the whole method is two hooks: a forward
+# hook on the target layer keeps its output $A$ and attaches a gradient hook to it, which
+# keeps $\partial y^c / \partial A$ when the score of the predicted class is
+# back-propagated. The rest is the two formulas above.
+
+# %%
+import torch
+
+
+def gradcam_by_hand(model: torch.nn.Module, x: torch.Tensor, layer: torch.nn.Module):
+    """Grad-CAM maps (N, h, w) of each image's predicted class at ``layer``."""
+    saved = {}
+
+    def keep(module, inputs, output):                 # hook 1: the layer's output A
+        saved["A"] = output
+        output.register_hook(lambda grad: saved.__setitem__("dA", grad))  # hook 2: dy/dA
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        scores = model(x)                              # logits, before the softmax
+        model.zero_grad()
+        scores.gather(1, scores.argmax(1, keepdim=True)).sum().backward()
+    finally:
+        handle.remove()
+    alpha = saved["dA"].mean(dim=(2, 3), keepdim=True)     # importance of each channel
+    return torch.relu((alpha * saved["A"]).sum(dim=1)).detach()  # weighted sum, positive part
+
+
+# %% [markdown]
+# The same maps as the course's `gc.gradcam` computes for the PyTorch model (without its
+# mirror-image averaging), checked on every run of the tests:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from nbutils.gradcam import torch_backend as tb
+
+torch_runs = [m for m in found.models if m.framework == "pytorch"]
+if torch_runs:
+    name = torch_runs[0].label
+    net = models[name].model.eval()
+    x = tb.prepare(net, images[:8], models[name].info)
+    ours = gradcam_by_hand(net, x, tb.get_module(net, layers[name])).float().cpu().numpy()
+    package = gc.gradcam(models[name], images[:8], layers[name], tta=False).raw
+    scale = max(float(np.abs(package).max()), 1e-12)
+    print("the hand-written Grad-CAM equals nbutils.gradcam's maps:",
+          bool(np.allclose(ours, package, rtol=1e-4, atol=1e-5 * scale)))
 
 # %% [markdown]
 # ## 3 · The same test images, explained by the three models
@@ -283,9 +333,12 @@ fig = gp.plot_randomization(images[:n_rand], randomized, n=settings.examples_per
 plt.show()
 
 # %% [markdown]
-# A caveat: a model with random weights often produces an *empty* map (every channel
-# weight negative, so the ReLU removes everything). A constant map has no ranking, so
-# those images are counted separately rather than scored as 0.
+# A caveat: a model with random weights often produces an *empty* map. The map is empty
+# when the weighted sum $\sum_k \alpha_k A^k$ is at most zero at every position, so that
+# the ReLU removes everything; all-negative channel weights are one way to get there
+# (sufficient, not necessary: positive weights on channels that are zero where negative
+# ones are active do it too). A constant map has no ranking, so those images are counted
+# separately rather than scored as 0.
 
 # %% [markdown]
 # ## 8 · Check 3: deleting the important pixels first
@@ -320,6 +373,14 @@ plt.show()
 # draws new edges into a small image, and scattered flat pixels look like noise to a CNN:
 # with that baseline a random order can hurt a model more than Grad-CAM's order, for
 # reasons that have nothing to do with where the evidence is. Try it (exercise 3).
+#
+# The blurred baseline has limits too. Blurring removes edges and texture but keeps
+# low-frequency colour and shape, so a model that uses colour still sees part of the
+# evidence; and the *pattern* of deleted pixels can itself carry the class (deleting the
+# object's outline draws its shape), which ROAD (Rong et al., 2022) measures and
+# corrects. So the deletion curve can show that Grad-CAM's ranking matters to the model
+# more than a random one; it cannot show that the map is *the* explanation, nor compare
+# methods whose maps have different shapes.
 
 # %% [markdown]
 # ## 9 · The Grad-CAM record
@@ -375,19 +436,74 @@ gx.explorer(models, images, labels, data.class_names, masks=masks, layers=layers
 print(f"notebook time: {time.perf_counter() - started:.1f} s")
 
 # %% [markdown]
+# ## 11 · Lab: a shortcut the model takes, and Grad-CAM catches it
+#
+# A model learns whatever separates the classes most easily, and a dataset can offer
+# something easier than the object: a watermark on one class's photos, a ruler beside
+# every malignant lesion, a hospital's tag on the X-rays of the sick. Here we plant one.
+# Every training and validation image of the synthetic shapes gets a small square in its
+# top-left corner whose colour names its class; the test images stay clean. Two small
+# AlexNets, same recipe (no augmentation, so the square stays where it is), one trained
+# on clean images and one on marked images, are then scored on the clean test images and
+# on the same test images with the marker, and Grad-CAM shows where each looks.
+
+# %%
+from nbutils.data import load as load_dataset
+from nbutils.data.shortcut import marker_mask, stamp_marker, with_shortcut
+from nbutils.gradcam import shortcut_lab
+
+lab = []
+if settings.shortcut_lab:
+    shapes = load_dataset(f"shapes:{settings.shortcut_images}", image_size=32, seed=cfg.seed,
+                          data_dir=cfg.data_dir, progress=False)
+    lab = shortcut_lab.train_pair(shapes, with_shortcut(shapes), settings.shortcut_epochs,
+                                  seed=cfg.seed, mixed_precision=cfg.mixed_precision)
+    marked_test = stamp_marker(shapes.test.images, shapes.test.labels)
+    for m in lab:
+        shortcut_lab.score(m, shapes.test, marked_test, shapes.test.masks,
+                           marker_mask(32, len(shapes.test)))
+    print(f"{'model':<8} {'val acc (as trained)':>21} " + " ".join(
+        f"{k:>15}" for k in lab[0].scores))
+    for m in lab:
+        print(f"{m.name:<8} {m.val_acc:>21.3f} " + " ".join(
+            f"{v:>15.3f}" for v in m.scores.values()))
+    pick = example_indices(shapes.test.labels, 4, seed=cfg.seed)
+    gp.plot_cam_grid(marked_test[pick], {m.name: m.maps[pick] for m in lab},
+                     shapes.test.labels[pick],
+                     {m.name: m.classifier.predict_proba(marked_test[pick]).argmax(1)
+                      for m in lab}, shapes.class_names,
+                     masks=shapes.test.masks[pick], title="marked test images")
+    plt.show()
+
+# %% [markdown]
+# Read the table row by row. The marked model's validation accuracy (marked images, what
+# its developer sees) is excellent; on clean test images it falls, because what it
+# learned was the corner's colour; on the marked test images its Grad-CAM maximum sits on
+# the marker far more often than on the shape. The clean model, shown the same marked
+# images, still looks at the shapes. Under `smoke` the runs are too short to show this;
+# on the `cpu` profile the numbers are in the
+# [reference page](../docs/notebooks/06_gradcam.md).
+
+# %% [markdown]
+# ## Takeaways
+#
+# * Grad-CAM is two hooks and two formulas: channel weights from averaged gradients, a
+#   weighted sum of the feature maps, its positive part.
+# * A map is only as fine as its layer's grid.
+# * Check maps rather than trust them: does the map point at the object, does it change
+#   when the weights are scrambled, does deleting its top pixels hurt the model?
+# * Every faithfulness number depends on its baseline; report the baseline with it.
+#
 # ## Exercises
 #
-# 1. **Grad-CAM++.** Re-run with `method = "gradcam++"`. Does the pointing game change,
-#    and for which model? Look at images where the two methods disagree in the explorer.
-# 2. **The right layer.** Set a target layer per framework in
-#    `configs/models/gradcam.yaml` (`target_layers`, names as printed in section 5), for
-#    instance an earlier, finer layer of the PyTorch model. Does localisation improve?
-#    Does the randomisation check still pass?
-# 3. **The deletion baseline.** Set `deletion_baseline: mean` (or `black`) in
-#    `configs/models/gradcam.yaml` and re-run section 8. Which curves move, and does
-#    Grad-CAM still beat the random orders? What does that say about a faithfulness
-#    number reported without its baseline?
-# 4. **A biased dataset.** Build an image folder in which one class always has a small
-#    marker in a corner, train notebook 02 on it (`dataset = "imagefolder:PATH"`), and
-#    use this notebook's maps to catch the model looking at the marker instead of the
-#    object.
+# Solutions: `solutions/06_gradcam.py`.
+#
+# 1. **Grad-CAM++.** Set `method = "gradcam++"`. *Expect* (`shapes` data): pointing-game
+#    scores within a few points of Grad-CAM's; the maps differ most on images with
+#    several strong regions.
+# 2. **The deletion baseline.** Set `deletion_baseline = "mean"`. *Expect*: the random
+#    orders' curves fall faster than with the blur (flat pixels look like noise to a
+#    CNN), so Grad-CAM's advantage shrinks or reverses: a faithfulness number is
+#    meaningless without its baseline.
+# 3. **Fewer images.** Set `eval_images = 40`. *Expect*: the pointing-game and deletion
+#    figures move by several points: the checks are statistics, and 40 images is few.
