@@ -78,8 +78,8 @@ def _finish(cfg: Any, notebook: str, data: Any, model: nn.Module, model_config: 
     settings, device = cfg.model, next(model.parameters()).device
     probs, val_probs = (torch_train.predict_proba(
         model, split.images, data.mean, data.std, batch_size=2 * settings.batch_size,
-        device=device, image_size=size, tta_flip=settings.tta_flip,
-        mixed_precision=cfg.mixed_precision) for split in (data.test, data.val))
+        device=device, image_size=size, tta_flip=settings.tta_flip)  # fp32, as reloaded
+        for split in (data.test, data.val))
     model_dir = cfg.outputs_dir / "models" / cfg.run_id(notebook)
     info = ClassifierInfo(framework="pytorch", model=model_config.name,
                           class_names=list(data.class_names), image_size=size,

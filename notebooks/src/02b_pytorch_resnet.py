@@ -249,7 +249,7 @@ print(f"{len(result.history)} epochs in {result.train_seconds:.1f} s "
 # %%
 probs, val_probs = (torch_train.predict_proba(
     model, split.images, data.mean, data.std, batch_size=2 * settings.batch_size, device=device,
-    image_size=size, tta_flip=settings.tta_flip, mixed_precision=mixed)
+    image_size=size, tta_flip=settings.tta_flip)  # in fp32, as the saved model will predict
     for split in (data.test, data.val))
 model_dir = cfg.outputs_dir / "models" / run_id
 info = ClassifierInfo(framework="pytorch", model=model_config.name,
