@@ -152,3 +152,11 @@ def test_the_colab_cell_installs_the_course_in_colab(monkeypatch) -> None:
     colab = (REPO / "requirements-colab.txt").read_text()
     assert not any(line.split("=")[0].strip() in ("torch", "torchvision", "tensorflow", "keras")
                    for line in colab.splitlines())
+
+
+def test_stored_notebook_outputs_name_no_machine_paths() -> None:
+    """Warnings and tracebacks in stored outputs must not carry this machine's paths."""
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        text = path.read_text()
+        for marker in ("/tmp/ipykernel", str(REPO) + "/", "/root/"):
+            assert marker not in text, f"{path.name} stores a local path ({marker})"

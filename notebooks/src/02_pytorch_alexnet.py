@@ -318,7 +318,7 @@ plots.image_grid(first.permute(0, 2, 3, 1).numpy()[:32], ncols=16, cell=0.6,
 plots.plt.show()
 
 relus = [i for i, layer in enumerate(model.features) if isinstance(layer, nn.ReLU)]
-image = torch.from_numpy(np.asarray(data.test.images[:1])).to(device)
+image = torch.from_numpy(np.array(data.test.images[:1])).to(device)  # a writable copy
 x = torch_data.to_model_input(image, loaders["val"].mean, loaders["val"].std,
                               settings.channels_last, size)
 maps = {}
