@@ -58,7 +58,7 @@ notebooks: venv
 	done
 
 lint: venv
-	$(VENV)/bin/ruff check nbutils tests tools
+	$(VENV)/bin/ruff check nbutils tests tools solutions
 
 bench: venv
 	$(PY) -m nbutils.bench torch

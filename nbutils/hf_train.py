@@ -167,16 +167,29 @@ def has_class_names(source: str) -> bool:
     return len(labels) > 2 and not all(str(v).startswith("LABEL_") for v in labels)
 
 
-def head_parameter_names(model: Any) -> list[str]:
-    """Names of the classification head's parameters (what a linear probe trains)."""
+def _head_prefix(model: Any) -> str | None:
+    """The module name of the classification head (``classifier``, ``head``, ``fc`` ...)."""
     if _is_timm(model):
         head = model.timm_model.get_classifier()
-        prefix = next(name for name, mod in model.named_modules() if mod is head)
-    elif isinstance(getattr(model, "classifier", None), torch.nn.Module):
-        prefix = "classifier"
-    else:
-        prefix = next((p for p in ("head", "fc", "score") if isinstance(
-            getattr(model, p, None), torch.nn.Module)), None)
+        return next(name for name, mod in model.named_modules() if mod is head)
+    if isinstance(getattr(model, "classifier", None), torch.nn.Module):
+        return "classifier"
+    return next((p for p in ("head", "fc", "score") if isinstance(
+        getattr(model, p, None), torch.nn.Module)), None)
+
+
+def head_module(model: Any) -> torch.nn.Module:
+    """The classification head: the module whose input is the image's embedding."""
+    prefix = _head_prefix(model)
+    if not prefix:
+        raise ValueError(f"Cannot find the classification head of {type(model).__name__}: "
+                         "expected a 'classifier' (or 'head'/'fc') module.")
+    return model.get_submodule(prefix)
+
+
+def head_parameter_names(model: Any) -> list[str]:
+    """Names of the classification head's parameters (what a linear probe trains)."""
+    prefix = _head_prefix(model)
     names = [n for n, _ in model.named_parameters() if prefix and n.startswith(prefix + ".")]
     if not names:
         raise ValueError(f"Cannot find the classification head of {type(model).__name__}: "

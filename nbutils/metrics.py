@@ -189,11 +189,23 @@ def bootstrap_accuracy_diff(
     )
 
 
-def ensemble_probabilities(prob_list: list[np.ndarray]) -> np.ndarray:
-    """Mean of several models' probability matrices (same images, same class order)."""
+def ensemble_probabilities(prob_list: list[np.ndarray],
+                           weights: list[float] | np.ndarray | None = None) -> np.ndarray:
+    """Mean of several models' probability matrices (same images, same class order).
+
+    ``weights`` (one non-negative number per model, not all zero) gives a weighted mean;
+    choose them on the validation split, never on the images being scored.
+    """
     if not prob_list:
         raise ValueError("need at least one probability matrix")
     shapes = {np.shape(p) for p in prob_list}
     if len(shapes) != 1:
         raise ValueError(f"probability matrices differ in shape: {sorted(shapes)}")
-    return np.mean(np.stack([np.asarray(p, dtype=np.float64) for p in prob_list]), axis=0)
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in prob_list])
+    if weights is None:
+        return stacked.mean(axis=0)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(prob_list),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(prob_list)} non-negative numbers, not all zero; "
+                         f"got {weights!r}")
+    return np.tensordot(w / w.sum(), stacked, axes=1)

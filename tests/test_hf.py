@@ -391,3 +391,40 @@ def test_only_a_checkpoint_with_named_classes_has_guesses_to_show(lite0_dir: Pat
     config.id2label = {0: "LABEL_0", 1: "LABEL_1"}            # what an in21k ViT ships
     config.save_pretrained(headless)
     assert not hf_train.has_class_names(str(headless))
+
+
+# ------------------------------------------------------------------ frozen embeddings (04)
+
+def test_embeddings_are_the_head_input(tiny_dir: Path) -> None:
+    from nbutils import embeddings
+
+    data = _synthetic()
+    model, processor = hf_train.load_pretrained(str(tiny_dir), data.class_names, 32)
+    images = np.asarray(data.val.images)
+    emb = embeddings.embed_images(model, processor, images, batch_size=3)
+    head = hf_train.head_module(model)
+    assert emb.shape[0] == len(images) and emb.shape[1] == head.in_features
+    # the head applied to the embeddings gives the model's own logits
+    logits = head(torch.from_numpy(emb)).detach().numpy()
+    probs = hf_train.predict_proba(model, processor, images)
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), probs,
+                               atol=1e-5)
+    assert not head._forward_pre_hooks, "the hook is removed afterwards"
+
+
+def test_pca_and_knn_on_known_geometry() -> None:
+    from nbutils import embeddings
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 30)
+    centres = np.array([[10, 0, 0, 0], [0, 10, 0, 0], [0, 0, 10, 0]], float)
+    x = centres[labels] + rng.normal(0, 0.5, (90, 4))
+    coords, share = embeddings.pca_2d(x)
+    assert coords.shape == (90, 2) and 0.9 < share <= 1.0
+    assert embeddings.knn_accuracy(x, labels, k=5) == 1.0
+    shuffled = rng.permutation(labels)                   # labels unrelated to the points
+    assert embeddings.knn_accuracy(x, shuffled, k=5) < 0.6
+    with pytest.raises(ValueError, match="more than k"):
+        embeddings.knn_accuracy(x[:3], labels[:3], k=5)
+    fig = embeddings.plot_embedding_map(coords, labels, ["a", "b", "c"], title="t")
+    assert len(fig.axes[0].collections) == 3

@@ -111,6 +111,13 @@ def test_ensemble_probabilities() -> None:
         metrics.ensemble_probabilities([])
     with pytest.raises(ValueError, match="differ in shape"):
         metrics.ensemble_probabilities([p1, p2[:1]])
+    # weighted: 3:1 towards the first model; the weights need not sum to one
+    np.testing.assert_allclose(metrics.ensemble_probabilities([p1, p2], weights=[3, 1]),
+                               [[0.8, 0.2], [0.3, 0.7]])
+    np.testing.assert_allclose(metrics.ensemble_probabilities([p1, p2], weights=[0, 2]), p2)
+    for bad in ([1.0], [-1.0, 2.0], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="non-negative"):
+            metrics.ensemble_probabilities([p1, p2], weights=bad)
 
 
 # ------------------------------------------------------------------------------- plots

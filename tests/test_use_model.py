@@ -432,3 +432,25 @@ def test_saving_a_new_model_removes_the_old_exports(torch_dir: Path, tmp_path: P
     tt.save_classifier(folder, clf.model, clf.info)       # retrained, saved in place
     assert sorted(p.name for p in folder.iterdir()) == [
         "classifier.json", "model.safetensors", "model_config.json"]
+
+
+def test_export_reuses_given_reference_probabilities(torch_dir: Path, shapes_data,
+                                                     tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    clf = load_classifier(torch_dir)
+    images, labels = shapes_data.test.images, shapes_data.test.labels
+    probs = clf.predict_proba(images)
+    report = ex.export_onnx(torch_dir, tmp_path / "onnx", images=images, labels=labels,
+                            reference=probs, classifier=clf, latency=False,
+                            images_from="test images of shapes")
+    assert report.images == "test images of shapes" and report.parity.top1_agreement >= 0.995
+    assert report.framework_accuracy == pytest.approx(float((probs.argmax(1) == labels).mean()))
+    # a reference that is not the model's own is caught by the parity check
+    with pytest.raises(ex.ExportError, match="nothing was written"):
+        ex.export_onnx(torch_dir, tmp_path / "bad", images=images, reference=np.roll(probs, 1, 1),
+                       classifier=clf, latency=False)
+    with pytest.raises(ValueError, match="need the images"):
+        ex.export_onnx(torch_dir, tmp_path / "x", reference=probs, latency=False)
+    with pytest.raises(ValueError, match="expected"):
+        ex.export_onnx(torch_dir, tmp_path / "y", images=images, reference=probs[:3],
+                       latency=False)

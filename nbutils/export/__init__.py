@@ -220,7 +220,9 @@ def _latency_ms(clf: Any, images: np.ndarray, repeats: int = 30) -> float:
 
 def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, int8: bool = False,
                 images: np.ndarray | None = None, labels: np.ndarray | None = None,
-                latency: bool = True, classifier: Any = None) -> ExportReport:
+                latency: bool = True, classifier: Any = None,
+                reference: np.ndarray | None = None,
+                images_from: str = "given images") -> ExportReport:
     """Export a saved course model to ONNX (``<model_dir>/onnx`` by default) and check it.
 
     Args:
@@ -231,6 +233,9 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, int8: b
             default the run's test images (see :func:`parity_images`).
         latency: time batch-1 predictions of the framework and ONNX models.
         classifier: the model already loaded from ``model_dir`` (saves loading it again).
+        reference: the framework model's probabilities on ``images``, when already
+            computed (saves predicting them again); requires ``images``.
+        images_from: what ``images`` are, for the report (e.g. "test images of cifar10").
 
     Raises:
         ExportError: the ONNX model disagrees with the framework on more than
@@ -242,10 +247,16 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, int8: b
         raise ExportError(f"{folder} is already an ONNX export; pass the model folder it came "
                           f"from ({clf.info.extra.get('source_model', 'see its classifier.json')})")
     target = resolve_path(out) if out is not None else folder / "onnx"
-    what = "given images"
+    what = images_from
     if images is None:
+        if reference is not None:
+            raise ValueError("reference probabilities need the images they were computed on")
         images, labels, what = parity_images(folder, training_size(clf.info, folder))
-    reference = clf.predict_proba(images)
+    if reference is None:
+        reference = clf.predict_proba(images)
+    elif np.shape(reference) != (len(images), len(clf.info.class_names)):
+        raise ValueError(f"reference has shape {np.shape(reference)}; expected "
+                         f"({len(images)}, {len(clf.info.class_names)})")
     parity = _write_export(clf, folder, target, images, reference, labels)
     report = ExportReport(source=str(folder), framework=clf.info.framework, folder=str(target),
                           images=what, parity=parity,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LabModel", "train_pair", "score"]
+__all__ = ["LabModel", "train_one", "train_pair", "score"]
 
 
 @dataclass
@@ -28,7 +28,8 @@ class LabModel:
     maps: np.ndarray | None = None
 
 
-def _train_one(name: str, data: Any, epochs: int, seed: int, precision_mixed: bool) -> LabModel:
+def train_one(name: str, data: Any, epochs: int, seed: int, precision_mixed: bool) -> LabModel:
+    """The lab's small AlexNet trained on ``data`` (no augmentation, a fixed recipe)."""
     import torch
 
     from .. import torch_data, torch_models, torch_train
@@ -51,8 +52,8 @@ def _train_one(name: str, data: Any, epochs: int, seed: int, precision_mixed: bo
 def train_pair(clean: Any, marked: Any, epochs: int, seed: int = 42,
                mixed_precision: bool = False) -> list[LabModel]:
     """A model trained on ``clean`` data and one trained on ``marked`` data, same recipe."""
-    return [_train_one("clean", clean, epochs, seed, mixed_precision),
-            _train_one("marked", marked, epochs, seed, mixed_precision)]
+    return [train_one("clean", clean, epochs, seed, mixed_precision),
+            train_one("marked", marked, epochs, seed, mixed_precision)]
 
 
 def score(model: LabModel, test: Any, marked_images: np.ndarray, object_masks: np.ndarray,

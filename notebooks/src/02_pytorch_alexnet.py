@@ -407,13 +407,18 @@ print(f"reloaded {type(reloaded.model).__name__} from classifier.json: "
 #
 # ## Exercises
 #
-# Solutions: `solutions/02_pytorch_alexnet.py` (each prints what it measured).
+# Solutions: `solutions/02_pytorch_alexnet.py` prints what it measured and whether each
+# expected outcome held ([how the solutions work](../docs/solutions.md)).
 #
 # 1. **Normalisation.** Set `norm = "none"` and re-run. *Expect* (`cpu` profile, real
-#    CIFAR-10): lower test accuracy than with BatchNorm, by several points, at the same
-#    learning rate.
-# 2. **The hand-written loop.** Set `hand_epochs = 3`. *Expect*: the validation accuracy
-#    of the hand-trained network rises each epoch.
-# 3. **What augmentation buys.** Set `augment = False`. *Expect*: a wider gap between
-#    the final training and validation accuracy than with augmentation, and a lower test
-#    accuracy.
+#    CIFAR-10): a test accuracy about ten points below BatchNorm's at the same learning
+#    rate (measured: 59.6 % against 70.0 %).
+# 2. **The hand-written loop.** Set `hand_epochs = 3`. *Expect*: a validation accuracy
+#    after three epochs well above the first epoch's, but not necessarily rising every
+#    epoch: the hand loop keeps one learning rate throughout, with no schedule to settle
+#    it (measured: 0.27, 0.41, 0.36).
+# 3. **What augmentation buys.** Set `augment = False`. *Expect*: a much wider gap between
+#    the final training and validation accuracy (measured: 0.34 against 0.12 with
+#    augmentation), while the test accuracy stays within a point or two over this short
+#    schedule (70.4 % against 70.0 %): the network memorises its training images, but
+#    24 epochs are too few for that to cost accuracy yet.

@@ -292,12 +292,16 @@ print(f"reloaded {type(reloaded.model).__name__}: identical predicted classes = 
 #
 # ## Exercises
 #
-# 1. Set `lr = "find"`. *Expect*: training uses the range test's suggestion (printed in
-#    section 4); under `cpu` on CIFAR-10 the test accuracy stays within a few points of
-#    the config's rate.
-# 2. Set `trivial_augment = True` and `epochs = 30`. *Expect*: a smaller gap between
-#    training and validation accuracy, and (with the longer run) validation accuracy at
-#    least as high as with crop and flip alone.
-# 3. Set `deep_blocks = [4, 4, 4]` (28 weight layers) and re-run section 3. *Expect*:
-#    the plain network's training loss falls more slowly than the residual one's, by
-#    more than with two blocks per stage.
+# Solutions: `solutions/02b_pytorch_resnet.py` prints what it measured and whether each
+# expected outcome held ([how the solutions work](../docs/solutions.md)).
+#
+# 1. **Deeper plain networks.** Set `deep_blocks = [4, 4, 4]` (28 weight layers) and
+#    re-run section 3. *Expect*: the plain network's final training loss further above
+#    the residual one's than with the default depth (the gap grows with depth).
+# 2. **The range test's choice.** Set `lr = "find"`. *Expect*: training uses the
+#    suggestion printed in section 4, and the test accuracy stays within a few points of
+#    the run at the config's rate (under `cpu` on CIFAR-10).
+# 3. **What CutMix does to a batch.** Mix a batch of training images with
+#    `nbutils.torch_augment.BatchMix(cutmix_alpha=1.0)` and compare it with the
+#    original. *Expect*: the pasted box covers exactly the share 1 − λ of every image,
+#    and every row of `torch_augment.soft_targets(y, y2, λ, K)` sums to one.

@@ -270,14 +270,17 @@ if cfg.model.pipeline_epochs > 0:
 #
 # ## Exercises
 #
-# Solutions: `solutions/03_keras_cnn.py`.
+# Solutions: `solutions/03_keras_cnn.py` prints what it measured and whether each
+# expected outcome held ([how the solutions work](../docs/solutions.md)).
 #
 # 1. **Augmentation.** Set `augment = False`. *Expect* (`cpu` profile, real CIFAR-10):
-#    training accuracy well above validation accuracy by the last epoch (a wider gap
-#    than with augmentation) and a lower test accuracy.
+#    training accuracy far above validation accuracy by the last epoch (measured: 0.36
+#    apart, against 0.07 with augmentation) and a lower test accuracy (67.9 % against
+#    71.6 %).
 # 2. **Test-time augmentation.** Set `tta_flip = False`. *Expect*: test accuracy within
-#    about one point of the default, with half the inference work.
-# 3. **Safe loading.** Add a `keras.layers.Lambda(lambda x: x * 2)` layer to a copy of the
-#    model, save it, and reload it with `keras.saving.load_model(path, safe_mode=True)`.
+#    about one point of the default (measured: the same 71.6 %), with half the inference
+#    work.
+# 3. **Safe loading.** Save a small model holding a `keras.layers.Lambda(lambda x: x * 2)`
+#    layer and reload it with `keras.saving.load_model(path, safe_mode=True)`.
 #    *Expect*: a `ValueError` naming `safe_mode`: a `.keras` file that would run code is
 #    refused, the right default for files you download.

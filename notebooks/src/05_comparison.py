@@ -360,7 +360,8 @@ print(f"wrote {display_path(report.parent)}:",
 #
 # ## Exercises
 #
-# Solutions: `solutions/05_comparison.py`.
+# Solutions: `solutions/05_comparison.py` prints what it measured and whether each
+# expected outcome held ([how the solutions work](../docs/solutions.md)).
 #
 # 1. **Timing noise.** Set `latency_repeats = 200`. *Expect*: the medians move by a few
 #    percent at most while the slowest calls (the tail) grow: medians of many calls are

@@ -496,14 +496,14 @@ if settings.shortcut_lab:
 #
 # ## Exercises
 #
-# Solutions: `solutions/06_gradcam.py`.
+# Solutions: `solutions/06_gradcam.py` prints what it measured and whether each
+# expected outcome held ([how the solutions work](../docs/solutions.md)).
 #
-# 1. **Grad-CAM++.** Set `method = "gradcam++"`. *Expect* (`shapes` data): pointing-game
-#    scores within a few points of Grad-CAM's; the maps differ most on images with
-#    several strong regions.
+# 1. **Grad-CAM++.** Set `method = "gradcam++"`. *Expect*: maps that mostly peak in
+#    the same cell of the explained layer as Grad-CAM's, and (`shapes` data, where the
+#    pointing game is defined) pointing-game scores within a few points of Grad-CAM's.
+#    The maps differ most on images with several strong regions.
 # 2. **The deletion baseline.** Set `deletion_baseline = "mean"`. *Expect*: the random
-#    orders' curves fall faster than with the blur (flat pixels look like noise to a
-#    CNN), so Grad-CAM's advantage shrinks or reverses: a faithfulness number is
-#    meaningless without its baseline.
-# 3. **Fewer images.** Set `eval_images = 40`. *Expect*: the pointing-game and deletion
-#    figures move by several points: the checks are statistics, and 40 images is few.
+#    orders' curves fall faster than with the blur (flat patches are far from anything
+#    the network saw in training), so Grad-CAM's advantage shrinks: a faithfulness
+#    number is meaningless without its baseline.

@@ -188,7 +188,9 @@ if cfg.profile == "smoke":
 # measured, not assumed.
 
 # %%
-report = export_onnx(predictor.model_dir, int8=settings.int8)
+report = export_onnx(predictor.model_dir, int8=settings.int8, classifier=predictor.classifier,
+                     images=data.test.images, labels=data.test.labels, reference=test_probs,
+                     images_from=f"test images of {cfg.dataset}")  # predicted in section 4
 print(report.summary())
 
 # %%
@@ -241,6 +243,9 @@ if launch_demo and not batch_execution():
 #   measured per model.
 #
 # ## Exercises
+#
+# Solutions: `solutions/07_use_your_model.py` prints what it measured and whether each
+# expected outcome held ([how the solutions work](../docs/solutions.md)).
 #
 # 1. Set `fit = "crop"` and re-run section 3. *Expect*: the probabilities of the
 #    photos change (the sides are cut off), the ranking of the cat photo's classes may
