@@ -24,10 +24,11 @@ if len(runs.runs) < 2:
 print(runs.summary())
 
 # %% [markdown]
-# ## 1 · Timing noise
+# ## 1 · Timing noise and warm-up
 #
-# Time the fastest model's batch-1 call 50 and 200 times. The median barely moves; the
-# slowest call, one unlucky sample, does.
+# Time the fastest model's batch-1 call 50 times right after loading it (after only 5
+# untimed calls), then 200 more times. The first calls of a freshly loaded model still
+# pay one-off costs (memory allocation, caches, the CPU's clock settling).
 
 # %%
 data = load_for(cfg, progress=False)
@@ -39,10 +40,10 @@ times = {n: time_calls(lambda: clf.predict_proba(one, batch_size=1), n, warmup=5
 for n, t in times.items():
     print(f"{fastest.label}, {n} calls: median {np.median(t) * 1e3:.2f} ms, "
           f"slowest {t.max() * 1e3:.2f} ms")
-drift = abs(np.median(times[200]) / np.median(times[50]) - 1)
 record.note(median_ms={n: float(np.median(t) * 1e3) for n, t in times.items()},
             slowest_ms={n: float(t.max() * 1e3) for n, t in times.items()})
-record.expect(1, "relative change of the median, 200 vs 50 calls", drift, "<", 0.10)
+record.expect(1, "median of the first 50 calls / median of the next 200",
+              float(np.median(times[50]) / np.median(times[200])), ">", 1.0)
 
 # %% [markdown]
 # ## 2 · How big must the test set be?

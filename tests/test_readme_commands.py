@@ -45,8 +45,8 @@ def readme_commands() -> list[str]:
             line = line.split("  #", 1)[0].strip()
             if line and not line.startswith("#"):
                 commands.append(line)
-    for inline in re.findall(r"`((?:make|python -m|source|conda|\.venv/bin/pip|torchrun|accelerate) [^`]+)`",
-                             README):
+    for inline in re.findall(r"`((?:make |python -m |python solutions/|source |conda |"
+                             r"\.venv/bin/pip |torchrun |accelerate )[^`]+)`", README):
         commands.append(inline.strip())
     return list(dict.fromkeys(commands))
 
@@ -64,7 +64,8 @@ def test_every_readme_command_is_checked() -> None:
                if c.startswith(("make ", "python -m nbutils.run", "python -m nbutils.bench",
                                 "python -m nbutils.predict", "python -m nbutils.export",
                                 "python -m nbutils.train", "torchrun ", "accelerate launch ",
-                                "source "))}
+                                "source ",
+                                "python solutions/"))}  # test_solutions.py runs every solution
     rest = set(readme_commands()) - checked - set(NOT_RUN_HERE)
     assert not rest, f"README commands no test checks: {sorted(rest)}"
 

@@ -418,7 +418,7 @@ print(f"reloaded {type(reloaded.model).__name__} from classifier.json: "
 #    epoch: the hand loop keeps one learning rate throughout, with no schedule to settle
 #    it (measured: 0.27, 0.41, 0.36).
 # 3. **What augmentation buys.** Set `augment = False`. *Expect*: a much wider gap between
-#    the final training and validation accuracy (measured: 0.34 against 0.12 with
+#    the final training and validation accuracy (measured: 0.33 against 0.12 with
 #    augmentation), while the test accuracy stays within a point or two over this short
-#    schedule (70.4 % against 70.0 %): the network memorises its training images, but
-#    24 epochs are too few for that to cost accuracy yet.
+#    schedule (71.4 % against 70.0 %; 70.4 % in another run): the network memorises its
+#    training images, but 24 epochs are too few for that to cost accuracy yet.

@@ -297,10 +297,14 @@ print(f"reloaded {type(reloaded.model).__name__}: identical predicted classes = 
 #
 # 1. **Deeper plain networks.** Set `deep_blocks = [4, 4, 4]` (28 weight layers) and
 #    re-run section 3. *Expect*: the plain network's final training loss further above
-#    the residual one's than with the default depth (the gap grows with depth).
+#    the residual one's than with the default depth: the gap grows with depth (measured
+#    on `cpu`: 0.12 with four blocks per stage, 0.09 with two).
 # 2. **The range test's choice.** Set `lr = "find"`. *Expect*: training uses the
-#    suggestion printed in section 4, and the test accuracy stays within a few points of
-#    the run at the config's rate (under `cpu` on CIFAR-10).
+#    suggestion printed in section 4, and the test accuracy lands within a few points of
+#    the run at the config's rate, here below it (measured on `cpu`: suggestion 0.112
+#    against the config's 0.2, test accuracy 75.6 % against 79.9 %). The range test
+#    gives a safe starting point in seconds; the config's rate was tuned on the
+#    validation split over many runs.
 # 3. **What CutMix does to a batch.** Mix a batch of training images with
 #    `nbutils.torch_augment.BatchMix(cutmix_alpha=1.0)` and compare it with the
 #    original. *Expect*: the pasted box covers exactly the share 1 − λ of every image,

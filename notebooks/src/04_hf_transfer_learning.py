@@ -353,16 +353,19 @@ print("\n".join(other_runs_summary(cfg, exclude_notebook=NOTEBOOK)))
 #
 # 1. **Resolution.** Set `input_size = 96`. *Expect* (`cpu` profile, real CIFAR-10):
 #    training more than twice as fast as at 176 px and a test accuracy several points
-#    lower: the pretrained features were learned on large objects. [R96]
+#    lower: the pretrained features were learned on large objects (measured: 118 s
+#    against 296 s, 85.9 % against 92.1 %).
 # 2. **How much to freeze.** Set `freeze_fraction = 0` (every block learns). *Expect*:
 #    fine-tuning takes longer per epoch (the early blocks' backward pass) for an accuracy
-#    within a point or two of the default. [FREEZE]
+#    within a point or two of the default (measured: 222 s per epoch against 86 s,
+#    91.1 % against 92.1 %).
 # 3. **Less data.** Set `max_train_per_class = 50`. *Expect*: a test accuracy still well
 #    over 70 %, while notebook 02's AlexNet trained from scratch on the same 500 images
-#    stays more than 20 points lower. [FEW]
+#    stays more than 20 points lower (measured: 83.8 % against 43.3 %).
 # 4. **The wrong normalisation.** Load the saved model
 #    (`nbutils.inference.load_classifier`), make its processor normalise with CIFAR-10's
 #    own mean and standard deviation (`data.mean`, `data.std`, as notebooks 02 and 03
 #    do: the `Normalize` step of a timm processor's `val_transforms`, or `image_mean` and
 #    `image_std` of a transformers one) and predict the test set again. *Expect*: a
-#    lower test accuracy: the backbone was trained on inputs normalised its own way. [NORM]
+#    lower test accuracy: the backbone was trained on inputs normalised its own way
+#    (measured: 84.7 % against 91.9 %, with mean and std 0.5 for this checkpoint).

@@ -499,11 +499,14 @@ if settings.shortcut_lab:
 # Solutions: `solutions/06_gradcam.py` prints what it measured and whether each
 # expected outcome held ([how the solutions work](../docs/solutions.md)).
 #
-# 1. **Grad-CAM++.** Set `method = "gradcam++"`. *Expect*: maps that mostly peak in
-#    the same cell of the explained layer as Grad-CAM's, and (`shapes` data, where the
-#    pointing game is defined) pointing-game scores within a few points of Grad-CAM's.
-#    The maps differ most on images with several strong regions.
+# 1. **Grad-CAM++.** Set `method = "gradcam++"`. *Expect*: maps whose peak falls in the
+#    same cell of the explained layer as Grad-CAM's on about half the images (measured
+#    on `cpu`, the AlexNet on CIFAR-10: 52 % of 200), and on `shapes` data, where the
+#    pointing game is defined, pointing-game scores within a few points of Grad-CAM's
+#    (0.62 against 0.59).
 # 2. **The deletion baseline.** Set `deletion_baseline = "mean"`. *Expect*: the random
-#    orders' curves fall faster than with the blur (flat patches are far from anything
-#    the network saw in training), so Grad-CAM's advantage shrinks: a faithfulness
-#    number is meaningless without its baseline.
+#    orders' curves fall much faster than with the blur (flat patches are far from
+#    anything the network saw in training), so Grad-CAM's advantage shrinks or reverses
+#    (measured: random-pixel AUC 0.33 against 0.47 with the blur; Grad-CAM better than
+#    random on 31 % of the images instead of 73 %): a faithfulness number is
+#    meaningless without its baseline.
