@@ -3,8 +3,9 @@
 Two kinds of evidence:
 
 * every solution runs under the ``smoke`` profile in a throw-away project (after the
-  training recipes have written the smoke models that 05-07 need); the outcomes marked
-  ``smoke`` (those that hold on any data) must hold there;
+  training recipes have written the smoke models that 05-07 need; all in one process,
+  ``solutions_driver.py``); the outcomes marked ``smoke`` (those that hold on any data)
+  must hold there;
 * ``solutions/records/`` keeps the record each solution wrote on the real CIFAR-10
   subset under the ``cpu`` profile. This test evaluates every comparison in them from
   the numbers (not from a stored verdict) and refuses a record written by another
@@ -40,17 +41,19 @@ def _env(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project copy holding the smoke runs of 02, 03 and 04 (what 05-07 read)."""
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Every solution run under smoke in a project copy, by ``solutions_driver.py`` (one
+    process: it trains the smoke models of 02-04 that 05-07 read, then runs each script).
+    Returns the project root and the folder with each script's output and status."""
     root = tmp_path_factory.mktemp("course") / "project"
     shutil.copytree(REPO_ROOT / "configs", root / "configs")
     (root / "pyproject.toml").write_text('[project]\nname = "course-copy"\n')
-    for model in ("alexnet", "keras_cnn", "hf_transfer"):
-        done = subprocess.run([sys.executable, "-m", "nbutils.train", model, "--profile", "smoke"],
-                              cwd=root, env=_env(root), capture_output=True, text=True,
-                              timeout=TIMEOUT)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return root
+    logs = tmp_path_factory.mktemp("solution-logs")
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("solutions_driver.py")),
+                           str(logs), *map(str, SOLUTIONS)], cwd=root, env=_env(root),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return root, logs
 
 
 def _exercise_numbers(lesson: str) -> set[int]:
@@ -69,12 +72,12 @@ def test_every_lesson_has_a_solution() -> None:
 
 
 @pytest.mark.parametrize("script", SOLUTIONS, ids=lambda p: p.stem)
-def test_solution_runs_under_smoke(script: Path, smoke_project: Path) -> None:
-    done = subprocess.run([sys.executable, str(script), "--profile", "smoke"], cwd=smoke_project,
-                          env=_env(smoke_project), capture_output=True, text=True,
-                          timeout=TIMEOUT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    path = smoke_project / "outputs" / "solutions" / f"{script.stem}__shapes__smoke.json"
+def test_solution_runs_under_smoke(script: Path, smoke_runs: tuple[Path, Path]) -> None:
+    root, logs = smoke_runs
+    status = json.loads((logs / "status.json").read_text())[script.stem]
+    output = (logs / f"{script.stem}.log").read_text()
+    assert status == "ok", output[-2000:] + status
+    path = root / "outputs" / "solutions" / f"{script.stem}__shapes__smoke.json"
     record = json.loads(path.read_text())
     assert record["script_sha256"] == exercises.script_digest(script)
     checks = [exercises.Check(**c) for c in record["checks"]]
@@ -83,7 +86,7 @@ def test_solution_runs_under_smoke(script: Path, smoke_project: Path) -> None:
         if check.smoke:
             assert check.holds(), f"exercise {check.exercise}: {check.claim} " \
                                   f"({check.value} {check.op} {check.than})"
-    assert "expected outcomes hold" in done.stdout
+    assert "expected outcomes hold" in output
 
 
 @pytest.mark.parametrize("script", SOLUTIONS, ids=lambda p: p.stem)
