@@ -119,10 +119,9 @@ class SolutionRecord:
 
 def baseline_record(cfg: Any, notebook: str) -> Any | None:
     """The run record the lesson's notebook wrote for ``cfg``'s profile and dataset, if any."""
-    from .records import make_run_id, read_record
+    from .runs import notebook_record
 
-    path = cfg.outputs_dir / "metrics" / f"{make_run_id(notebook, cfg.dataset, cfg.profile)}.json"
-    return read_record(path) if path.exists() else None
+    return notebook_record(cfg, notebook)
 
 
 def train_variant(model: str, profile: str, dataset: str | None, **params: Any) -> Any:

@@ -31,11 +31,11 @@ from .frameworks.registry import framework_of_notebook, training_notebooks
 from .hardware import library_versions, peak_rss_mb
 from .metrics import classification_metrics
 from .paths import atomic_write, atomic_write_text, resolve_path
-from .records import RunRecord, find_records, write_record
+from .records import RunRecord, find_records, make_run_id, read_record, write_record
 
 __all__ = ["finish_run", "example_indices", "record_class_table", "load_test_probabilities",
            "other_runs_summary", "MissingRun", "FoundRuns", "find_runs", "produce_command",
-           "with_rerun_command", "load_run_data", "is_seed_replicate"]
+           "with_rerun_command", "load_run_data", "is_seed_replicate", "notebook_record"]
 
 def example_indices(labels: np.ndarray, n: int = 10, seed: int = 0) -> np.ndarray:
     """``n`` fixed test indices spread over the classes (the same for every model)."""
@@ -262,6 +262,12 @@ def is_seed_replicate(record: RunRecord) -> bool:
     """Whether ``record`` is a run repeated with another seed and nothing else changed
     (its variant is ``seed-N``, what ``python -m nbutils.run --seeds`` makes)."""
     return re.fullmatch(r"seed-\d+", str(record.config.get("variant", ""))) is not None
+
+
+def notebook_record(cfg: Any, notebook: str) -> RunRecord | None:
+    """The record ``notebook`` wrote for ``cfg``'s dataset and profile (no overrides), if any."""
+    path = cfg.outputs_dir / "metrics" / f"{make_run_id(notebook, cfg.dataset, cfg.profile)}.json"
+    return read_record(path) if path.exists() else None
 
 
 def find_runs(outputs_dir: str | Path, dataset: str, profile: str) -> FoundRuns:
