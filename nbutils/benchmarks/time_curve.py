@@ -23,9 +23,11 @@ __all__ = ["curve_points", "format_table", "plot_curve", "main"]
 
 
 def _point(record: Any, label: str) -> dict[str, Any]:
+    threads = record.extra.get("threads") or []
     return {"label": label, "epochs": len(record.history), "seconds": record.train_seconds,
             "best_val_acc": max(h.get("val_acc", 0.0) for h in record.history),
-            "test_acc": record.test.accuracy}
+            "test_acc": record.test.accuracy,
+            "threads": ",".join(map(str, threads)) if isinstance(threads, list) else str(threads)}
 
 
 def curve_points(model: str, epochs: list[int], profile: str, dataset: str | None,
@@ -60,10 +62,12 @@ def curve_points(model: str, epochs: list[int], profile: str, dataset: str | Non
 
 
 def format_table(points: list[dict[str, Any]]) -> str:
-    """The points as a fixed-width table."""
-    lines = [f"{'run':<14} {'epochs':>6} {'train s':>8} {'best val':>9} {'test':>7}"]
+    """The points as a fixed-width table (threads: a point trained with fewer CPU threads
+    than the others, because other work was running, is not comparable in time)."""
+    lines = [f"{'run':<14} {'epochs':>6} {'train s':>8} {'best val':>9} {'test':>7} {'threads':>8}"]
     lines += [f"{p['label']:<14} {p['epochs']:>6} {p['seconds']:>8.1f} "
-              f"{p['best_val_acc']:>9.3f} {p['test_acc']:>7.3f}" for p in points]
+              f"{p['best_val_acc']:>9.3f} {p['test_acc']:>7.3f} {p['threads'] or '-':>8}"
+              for p in points]
     return "\n".join(lines)
 
 
