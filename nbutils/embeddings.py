@@ -21,9 +21,7 @@ __all__ = ["embed_images", "pca_2d", "knn_accuracy", "plot_embedding_map"]
 def embed_images(model: Any, processor: Any, images: np.ndarray, batch_size: int = 64
                  ) -> np.ndarray:
     """(N, D) embeddings of uint8 (N, H, W, 3) images: the input of the model's head."""
-    from PIL import Image
-
-    from .hf_train import _model_device, head_module
+    from .hf_train import _model_device, head_module, pixel_batches
 
     captured: list[torch.Tensor] = []
 
@@ -34,11 +32,8 @@ def embed_images(model: Any, processor: Any, images: np.ndarray, batch_size: int
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                batch = [Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
-                         for img in images[start:start + batch_size]]
-                pixels = processor(images=batch, return_tensors="pt")["pixel_values"]
-                model(pixel_values=pixels.to(_model_device(model)))
+            for pixels in pixel_batches(processor, images, batch_size, _model_device(model)):
+                model(pixel_values=pixels)
     finally:
         handle.remove()
     return torch.cat(captured).numpy() if captured else np.zeros((0, 0), np.float32)

@@ -28,7 +28,7 @@ from typing import Any
 from .paths import atomic_write_json
 
 __all__ = ["Check", "SolutionRecord", "parse_args", "OPERATORS", "script_digest",
-           "baseline_record", "train_variant"]
+           "train_variant"]
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
@@ -117,25 +117,19 @@ class SolutionRecord:
         return path
 
 
-def baseline_record(cfg: Any, notebook: str) -> Any | None:
-    """The run record the lesson's notebook wrote for ``cfg``'s profile and dataset, if any."""
-    from .runs import notebook_record
-
-    return notebook_record(cfg, notebook)
-
-
 def train_variant(model: str, profile: str, dataset: str | None, **params: Any) -> Any:
     """Train ``model`` with ``params`` through its recipe (``nbutils.train``) into
     ``outputs/solutions/runs``, and return the run record. No params: the lesson's
     baseline run, taken from the notebook's own record when it exists."""
     import nbutils
 
+    from .runs import notebook_record
     from .train import get_recipe
 
     recipe = get_recipe(model)
     base = nbutils.setup(profile, model=model, dataset=dataset, verbose=False)
     if not params:
-        found = baseline_record(base, recipe.notebook)
+        found = notebook_record(base, recipe.notebook)
         if found is not None:
             print(f"baseline: the notebook's run {found.run_id}")
             return found

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -634,20 +634,26 @@ def predict_proba(model: Any, processor: Any, images: np.ndarray, batch_size: in
     return probs
 
 
-def _predict(model: Any, processor: Any, images: np.ndarray, batch_size: int,
-             progress: bool) -> np.ndarray:
+def pixel_batches(processor: Any, images: np.ndarray, batch_size: int, device: Any,
+                  progress: bool = False) -> Iterator[torch.Tensor]:
+    """The processor's ``pixel_values`` for uint8 images, one batch at a time, on ``device``."""
     from PIL import Image
     from tqdm.auto import tqdm
 
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", leave=False,
+                      disable=not progress):
+        batch = [Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
+                 for img in images[start:start + batch_size]]
+        yield processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+
+
+def _predict(model: Any, processor: Any, images: np.ndarray, batch_size: int,
+             progress: bool) -> np.ndarray:
     model.eval()
-    device = _model_device(model)
     out = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(images), batch_size), desc="predict", leave=False,
-                          disable=not progress):
-            batch = [Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
-                     for img in images[start:start + batch_size]]
-            pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+        for pixels in pixel_batches(processor, images, batch_size, _model_device(model),
+                                    progress):
             logits = model(pixel_values=pixels).logits.float()
             out.append(torch.softmax(logits, dim=-1).cpu().numpy())
     k = int(model.config.num_labels)

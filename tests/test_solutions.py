@@ -115,7 +115,7 @@ def test_check_evaluates_its_comparison() -> None:
 
 
 def test_parse_args_ignores_jupyter_arguments() -> None:
-    args = exercises.parse_args(["--profile", "cpu", "-f", "/tmp/kernel.json"])
+    args = exercises.parse_args(["--profile", "cpu", "-f", "kernel-1.json"])
     assert (args.profile, args.dataset) == ("cpu", None)
 
 
@@ -123,11 +123,12 @@ def test_record_is_written_and_baseline_found(tmp_project: Path, record_factory,
                                               monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import nbutils
     from nbutils.records import write_record
+    from nbutils.runs import notebook_record
 
     cfg = nbutils.setup("smoke", model="alexnet", verbose=False)
-    assert exercises.baseline_record(cfg, "02_pytorch_alexnet") is None
+    assert notebook_record(cfg, "02_pytorch_alexnet") is None
     write_record(record_factory(), cfg.outputs_dir)
-    found = exercises.baseline_record(cfg, "02_pytorch_alexnet")
+    found = notebook_record(cfg, "02_pytorch_alexnet")
     assert found is not None and found.test.accuracy == 0.5
     # train_variant without params returns the notebook's run instead of training again
     assert exercises.train_variant("alexnet", "smoke", None).run_id == found.run_id
