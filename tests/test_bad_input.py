@@ -207,6 +207,28 @@ def test_a_killed_loads_temporary_folder_is_cleaned_up(tmp_path: Path) -> None:
 # --------------------------------------------------------------- 6. concurrent runs
 
 
+def test_two_loads_finishing_the_same_cache_at_once_both_succeed(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """The other load's cache appears just before ours is swapped in: keep it, drop ours."""
+    import shutil
+    import types
+
+    from nbutils.data import core
+
+    def replace(src, dst):
+        if Path(src).is_dir() and not Path(dst).exists():  # the other process wins the race
+            shutil.copytree(src, dst)
+        os.replace(src, dst)
+
+    monkeypatch.setattr(core, "os", types.SimpleNamespace(**{**vars(os), "replace": replace}))
+    data = _shapes(tmp_path)
+    monkeypatch.undo()
+    assert data.cache_dir is not None and (data.cache_dir / "meta.json").is_file()
+    assert not [p for p in data.cache_dir.parent.iterdir() if p.name.startswith(".")]
+    np.testing.assert_array_equal(_shapes(tmp_path).train.images, data.train.images)
+
+
+
 @contextlib.contextmanager
 def _another_run_holds(folder: Path) -> Iterator[int]:
     """A second process holds ``folder``'s run lock while the block runs; yields its pid."""

@@ -194,10 +194,14 @@ def _save_cache(cache_dir: Path, tmp_dir: Path, splits: dict, meta: dict) -> Non
                                for name, (arrays, _ids) in splits.items()
                                for key, arr in arrays.items()}}
     atomic_write_text(tmp_dir / "meta.json", json.dumps(meta, indent=1))
-    if cache_dir.exists():  # another process finished first
+    try:
+        os.replace(tmp_dir, cache_dir)
+    except OSError:
+        if not cache_dir.exists():
+            raise
+        # another process finished the same cache first (between any check and the swap):
+        # its arrays come from the same files and settings, so keep them and drop ours
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        return
-    os.replace(tmp_dir, cache_dir)
 
 
 def _split_from_files(cache_dir: Path, name: str, ids: list[str]) -> Split:
