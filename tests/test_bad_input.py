@@ -302,10 +302,11 @@ def test_outputs_follow_the_umask(tmp_path: Path) -> None:
 def test_threads_are_chosen_once_per_run(monkeypatch, shapes_data) -> None:
     import torch
 
-    from nbutils import torch_data, torch_models, torch_train
+    from nbutils import hardware, torch_data, torch_models, torch_train
 
-    loads = iter([0.0, 50.0, 50.0, 50.0, 50.0, 50.0])
-    monkeypatch.setattr(torch_train.os, "getloadavg", lambda: (next(loads, 50.0),) * 3)
+    # the machine is idle when the run starts, then other work takes every core
+    loads = iter([0.0])
+    monkeypatch.setattr(hardware, "busy_cores_elsewhere", lambda: next(loads, 50.0))
     before = torch.get_num_threads()
     try:
         model = torch_models.build_model(torch_models.AlexNetConfig(
