@@ -257,7 +257,12 @@ def _publish(tmp: Path, target: Path) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             return target
         shutil.rmtree(target, ignore_errors=True)  # an old or broken build
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not _build_complete(target):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process published between the two
     return target
 
 

@@ -428,3 +428,20 @@ def test_pca_and_knn_on_known_geometry() -> None:
         embeddings.knn_accuracy(x[:3], labels[:3], k=5)
     fig = embeddings.plot_embedding_map(coords, labels, ["a", "b", "c"], title="t")
     assert len(fig.axes[0].collections) == 3
+
+
+def test_a_build_another_process_published_first_is_kept(tmp_path: Path, monkeypatch) -> None:
+    """Two processes (ranks of one job) convert the same weights: the second swap is dropped."""
+    import shutil
+    import types
+
+    def replace(src, dst):
+        if Path(src).is_dir() and not Path(dst).exists():  # the other process wins the race
+            shutil.copytree(src, dst)
+        os.replace(src, dst)
+
+    monkeypatch.setattr(hf_offline, "os", types.SimpleNamespace(**{**vars(os), "replace": replace}))
+    built = hf_offline.build_tiny_random("tiny-random", tmp_path)
+    monkeypatch.undo()
+    assert hf_offline._build_complete(built)
+    assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]
