@@ -123,8 +123,15 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group (no-op when there is none)."""
+    """Leave the process group together (no-op when there is none).
+
+    Every process first waits for the others: rank 0 is usually still writing the
+    model and the record when the rest finish, and a process that tears its end of
+    the group down under a peer that still holds it open can abort the job.
+    """
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

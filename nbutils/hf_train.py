@@ -560,11 +560,12 @@ def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
             trainer.remove_callback(cb)
     trainer.add_callback(EpochLogger(trainer, desc=config.strategy, progress=progress))
     if tensorboard_dir is not None:
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
+        from .tracking import summary_writer
 
-        board = clear_folder(tensorboard_dir)  # a re-run replaces the old curves
-        trainer.add_callback(TensorBoardCallback(SummaryWriter(str(board))))
+        writer = summary_writer(clear_folder(tensorboard_dir))  # a re-run starts afresh
+        from transformers.integrations import TensorBoardCallback  # after: it imports torch's
+
+        trainer.add_callback(TensorBoardCallback(writer))
     reset_device_peak(device)
     try:
         with Stopwatch() as clock:

@@ -305,11 +305,11 @@ class EpochWriter:
     def __init__(self, log_dir: str | os.PathLike[str] | None, fresh: bool = True) -> None:
         self.writer = None
         if log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+            from .tracking import summary_writer
 
             if fresh:  # a new run replaces the old curves; a resumed one continues them
                 clear_folder(log_dir)
-            self.writer = SummaryWriter(str(log_dir))
+            self.writer = summary_writer(log_dir)
 
     def write(self, row: dict[str, Any]) -> None:
         """One epoch's row of the history, as ``loss/train``, ``accuracy/val``, ..."""

@@ -66,3 +66,37 @@ def test_the_store_follows_the_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert tracking_uri(tmp_path) == (tmp_path / "mlruns").resolve().as_uri()
     assert flat_params({"a": 1, "b": {"c": [1, 2]}}) == {"a": "1", "b.c": "[1, 2]"}
+
+
+
+_WRITE_EVENTS = """
+import sys
+from nbutils.tracking import summary_writer
+writer = summary_writer(sys.argv[1])
+writer.add_scalar("loss/train", 0.5, 1)
+writer.close()
+print("tensorflow" in sys.modules)
+from nbutils import keras_data  # TensorFlow, loaded the course's way
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+events = EventAccumulator(sys.argv[1])
+events.Reload()
+print([s.value for s in events.Scalars("loss/train")])
+del sys.modules["tensorboard.compat.notf"]
+summary_writer(sys.argv[1] + "/again").close()
+print("tensorboard.compat.notf" in sys.modules)
+"""
+
+
+def test_tensorboard_events_are_written_without_loading_tensorflow(tmp_path: Path) -> None:
+    """In a fresh process (TensorFlow stays out of this one: loading it before PyTorch's
+    compiler crashes the process, see ``keras_data``)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WRITE_EVENTS, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    without_tf, values, switch_set_again = done.stdout.split("\n")[:3]
+    assert without_tf == "False"       # TensorFlow is installed, and stayed out
+    assert values == "[0.5]"           # the pure-Python writer's events read back
+    assert switch_set_again == "False"  # once TensorFlow is loaded, the switch is left alone

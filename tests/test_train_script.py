@@ -30,7 +30,7 @@ def _run(args: list[str], root: Path) -> subprocess.CompletedProcess:
     env.pop("NBUTILS_PROFILE", None)
     done = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=TIMEOUT, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-8000:]
     return done
 
 
@@ -151,3 +151,33 @@ def test_notebook_launcher_trains_on_two_processes(tmp_project: Path) -> None:
             "assert job['world_size'] == 2 and job['weights_identical'], job\n"
             "print('ok', record.test.accuracy)\n")
     assert "ok " in _run([sys.executable, "-c", code], tmp_project).stdout
+
+
+
+_LEAVE_TOGETHER = """
+import json, sys, time
+import torch.distributed as dist
+from nbutils import distributed
+distributed.init_from_env("cpu")
+rank = dist.get_rank()
+if rank == 0:
+    time.sleep(1.5)  # rank 0 is still writing its model and record
+called = time.time()
+distributed.shutdown()
+with open(f"{sys.argv[1]}/rank{rank}.json", "w") as out:
+    json.dump({"called": called, "left": time.time()}, out)
+"""
+
+
+def test_processes_leave_the_group_together(tmp_path: Path) -> None:
+    """A process that finishes first waits in ``shutdown`` until rank 0 is done too."""
+    script = tmp_path / "leave.py"
+    script.write_text(_LEAVE_TOGETHER)
+    done = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2",
+                           str(script), str(tmp_path)], cwd=REPO_ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank1["called"] < rank0["called"] - 1.0      # rank 1 was done long before
+    assert rank1["left"] >= rank0["called"]            # and left only once rank 0 was done
