@@ -10,6 +10,7 @@ imported only when tracking is on.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import types
@@ -84,12 +85,21 @@ def summary_writer(log_dir: str | os.PathLike[str]) -> Any:
     TensorBoard's event writer imports the whole of TensorFlow when it is installed (it
     is, for the Keras lesson), although a pure-Python writer ships with it: that costs a
     PyTorch run about 4 s and 600 MB. Unless TensorFlow is already loaded, TensorBoard's
-    documented "no TensorFlow" switch (a ``tensorboard.compat.notf`` module) selects
-    the pure-Python writer; the event files are the same.
+    "no TensorFlow" switch (a ``tensorboard.compat.notf`` module) is set while the writer
+    is made, then cleared, and TensorBoard's lazy TensorFlow handle is made afresh, so
+    Keras's TensorBoard callback later in the same process still finds TensorFlow.
     """
-    if "tensorflow" not in sys.modules:
-        sys.modules.setdefault("tensorboard.compat.notf",
-                               types.ModuleType("tensorboard.compat.notf"))
-    from torch.utils.tensorboard import SummaryWriter
+    if "tensorflow" in sys.modules:
+        from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(log_dir))
+        return SummaryWriter(str(log_dir))
+    import tensorboard.compat
+
+    sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(log_dir))
+    finally:
+        del sys.modules["tensorboard.compat.notf"]
+        importlib.reload(tensorboard.compat)
