@@ -525,6 +525,22 @@ def training_arguments(config: TransferConfig, device: str, out_dir: str) -> Tra
     )
 
 
+def _set_callbacks(trainer: Any, desc: str, progress: bool,
+                   tensorboard_dir: str | os.PathLike[str] | None) -> None:
+    """The course's epoch logger instead of the Trainer's printers, and TensorBoard events."""
+    for cb in list(trainer.callback_handler.callbacks):
+        if type(cb).__name__ in ("PrinterCallback", "ProgressCallback", "NotebookProgressCallback"):
+            trainer.remove_callback(cb)
+    trainer.add_callback(EpochLogger(trainer, desc=desc, progress=progress))
+    if tensorboard_dir is not None:
+        from .tracking import summary_writer
+
+        writer = summary_writer(clear_folder(tensorboard_dir))  # a re-run starts afresh
+        from transformers.integrations import TensorBoardCallback  # after: it imports torch's
+
+        trainer.add_callback(TensorBoardCallback(writer))
+
+
 def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
         progress: bool = True, phase_offset: int = 0,
         tensorboard_dir: str | os.PathLike[str] | None = None) -> FitResult:
@@ -555,23 +571,16 @@ def fit(model: Any, dsets: Any, config: TransferConfig, device: str = "cpu",
     trainer = CourseTrainer(model=model, args=training_arguments(config, device, out_dir),
                             train_dataset=dsets["train"], eval_dataset=dsets["val"],
                             data_collator=collate, compute_metrics=_eval_metrics)
-    for cb in list(trainer.callback_handler.callbacks):
-        if type(cb).__name__ in ("PrinterCallback", "ProgressCallback", "NotebookProgressCallback"):
-            trainer.remove_callback(cb)
-    trainer.add_callback(EpochLogger(trainer, desc=config.strategy, progress=progress))
-    if tensorboard_dir is not None:
-        from .tracking import summary_writer
-
-        writer = summary_writer(clear_folder(tensorboard_dir))  # a re-run starts afresh
-        from transformers.integrations import TensorBoardCallback  # after: it imports torch's
-
-        trainer.add_callback(TensorBoardCallback(writer))
+    _set_callbacks(trainer, config.strategy, progress, tensorboard_dir)
     reset_device_peak(device)
     try:
         with Stopwatch() as clock:
             trainer.train()
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+        # mixed precision wrapped model.forward in autocast; take it off, so that what is
+        # predicted next (and recorded) is what the saved model predicts when reloaded
+        trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
     history = history_from_log(trainer.state.log_history, phase=config.strategy,
                                epoch_offset=phase_offset)

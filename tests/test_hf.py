@@ -445,3 +445,23 @@ def test_a_build_another_process_published_first_is_kept(tmp_path: Path, monkeyp
     monkeypatch.undo()
     assert hf_offline._build_complete(built)
     assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_after_mixed_precision_training_the_model_predicts_as_it_reloads(tiny_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """bf16 training wraps ``forward`` in autocast; ``fit`` takes it off again, so the test
+    probabilities a run records are the ones its saved model gives when reloaded."""
+    data = _synthetic(n_per_class=8)
+    torch.manual_seed(0)
+    model, processor = hf_train.load_pretrained(str(tiny_dir), data.class_names, 32)
+    dsets = hf_data.prepare_datasets(data, processor, seed=0)
+    config = hf_train.TransferConfig(strategy="fine_tune", epochs=1, batch_size=8,
+                                     learning_rate=3e-3, warmup_ratio=0.0, threads=1,
+                                     precision="bf16")
+    hf_train.fit(model, dsets, config, device="cpu", progress=False)
+    assert "_original_forward" not in vars(model)
+    in_memory = hf_train.predict_proba(model, processor, data.test.images)
+    info = hf_train.classifier_info(model, processor, 32, "tiny-random")
+    hf_train.save_classifier(tmp_path / "m", model, info, processor=processor)
+    reloaded = load_any_classifier(tmp_path / "m").predict_proba(data.test.images)
+    np.testing.assert_allclose(in_memory, reloaded, atol=1e-6)
