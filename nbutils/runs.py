@@ -31,7 +31,7 @@ from .frameworks.registry import framework_of_notebook, training_notebooks
 from .hardware import library_versions, peak_rss_mb
 from .metrics import classification_metrics
 from .paths import atomic_write, atomic_write_text, resolve_path
-from .records import RunRecord, find_records, make_run_id, read_record, write_record
+from .records import RunRecord, find_records, read_record, write_record
 
 __all__ = ["finish_run", "example_indices", "record_class_table", "load_test_probabilities",
            "other_runs_summary", "MissingRun", "FoundRuns", "find_runs", "produce_command",
@@ -265,8 +265,10 @@ def is_seed_replicate(record: RunRecord) -> bool:
 
 
 def notebook_record(cfg: Any, notebook: str) -> RunRecord | None:
-    """The record ``notebook`` wrote for ``cfg``'s dataset and profile (no overrides), if any."""
-    path = cfg.outputs_dir / "metrics" / f"{make_run_id(notebook, cfg.dataset, cfg.profile)}.json"
+    """The record ``notebook`` (or its ``nbutils.train`` recipe) wrote with ``cfg``'s
+    settings, if any: the notebook's own run when ``cfg`` has no overrides, else the
+    variant's (``cfg.run_id``)."""
+    path = cfg.outputs_dir / "metrics" / f"{cfg.run_id(notebook)}.json"
     return read_record(path) if path.exists() else None
 
 

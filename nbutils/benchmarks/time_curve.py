@@ -35,7 +35,6 @@ def curve_points(model: str, epochs: list[int], profile: str, dataset: str | Non
     """The curve's points (sorted by training seconds) and the folder of its runs."""
     import nbutils
 
-    from ..records import read_record
     from ..runs import notebook_record
     from ..train import get_recipe
 
@@ -49,13 +48,11 @@ def curve_points(model: str, epochs: list[int], profile: str, dataset: str | Non
     for n in epochs:
         cfg = nbutils.setup(profile, model=model, dataset=dataset, verbose=False, epochs=n,
                             outputs_dir=str(folder))
-        path = cfg.outputs_dir / "metrics" / f"{cfg.run_id(recipe.notebook)}.json"
-        if path.exists():
-            record = read_record(path)
-        elif train_missing:
+        record = notebook_record(cfg, recipe.notebook)
+        if record is None and train_missing:
             print(f"training {model} for {n} epochs ...", flush=True)
             record = recipe.train(cfg)
-        else:
+        if record is None:
             continue
         points.append(_point(record, f"{n} epochs"))
     return sorted(points, key=lambda p: p["seconds"]), folder

@@ -77,10 +77,9 @@ def train_in_processes(model: str, num_processes: int = 2, profile: str = "auto"
 
     import nbutils
 
-    from ..records import make_run_id, read_record
+    from ..records import read_record
 
     recipe = get_recipe(model)
     cfg = nbutils.setup(profile, model=model, dataset=dataset, verbose=False, **params)
     notebook_launcher(_worker, (model, cfg.profile, dataset, params), num_processes=num_processes)
-    run_id = make_run_id(recipe.notebook, cfg.dataset, cfg.profile, cfg.variant)
-    return read_record(cfg.outputs_dir / "metrics" / f"{run_id}.json")
+    return read_record(cfg.outputs_dir / "metrics" / f"{cfg.run_id(recipe.notebook)}.json")
