@@ -36,9 +36,9 @@ print(f"explaining {name} on {len(images)} test images")
 # ## 1 · Grad-CAM++
 #
 # Both methods weight the same feature maps, so their peaks often land in the same
-# cell of the explained layer, though far from always. The pointing game needs object masks: when the dataset
-# has none (CIFAR-10), we train the shortcut lab's small network on clean `shapes`
-# images (section 11's recipe) and score both methods there.
+# cell of the explained layer, though far from always. The pointing game needs object
+# masks: when the dataset has none (CIFAR-10), we train the shortcut lab's small network
+# on clean `shapes` images (section 11's recipe) and score both methods there.
 
 # %%
 cams = {m: gc.gradcam(clf, images, method=m, batch_size=settings.batch_size)
