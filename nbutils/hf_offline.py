@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .paths import atomic_write_text, make_temp_dir, project_root, resolve_path
+from .paths import atomic_write_text, make_temp_dir, project_root, publish_folder, resolve_path
 
 # Before anything imports transformers: the PyTorch stack only, never TensorFlow.
 os.environ.setdefault("USE_TF", "0")
@@ -257,12 +257,7 @@ def _publish(tmp: Path, target: Path) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             return target
         shutil.rmtree(target, ignore_errors=True)  # an old or broken build
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        if not _build_complete(target):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another process published between the two
+    publish_folder(tmp, target, finished=_build_complete)
     return target
 
 

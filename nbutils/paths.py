@@ -12,12 +12,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 __all__ = ["project_root", "configs_dir", "resolve_path", "display_path", "atomic_write",
+           "publish_folder",
            "atomic_write_text", "atomic_write_json", "json_default", "current_umask",
            "make_temp_dir", "replace_folder", "folder_built_beside", "remove_stale_temp_dirs", "clear_folder"]
 
@@ -100,6 +101,25 @@ def replace_folder(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) 
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def publish_folder(tmp: str | os.PathLike[str], target: str | os.PathLike[str],
+                   finished: Callable[[Path], bool] = Path.exists) -> bool:
+    """Rename the built folder ``tmp`` to ``target``, unless another process building
+    the same thing got there first: then ``tmp`` is removed and theirs kept.
+
+    The rename itself decides the race (a check before it would leave a window). Returns
+    whether ``tmp`` became ``target``; an error that is not a finished ``target`` is raised.
+    """
+    tmp, target = Path(tmp), Path(target)
+    try:
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        if not finished(target):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
 
 
 @contextmanager

@@ -207,20 +207,30 @@ def test_a_killed_loads_temporary_folder_is_cleaned_up(tmp_path: Path) -> None:
 # --------------------------------------------------------------- 6. concurrent runs
 
 
+def test_a_folder_in_the_way_that_is_not_a_finished_build_is_an_error(tmp_path: Path) -> None:
+    built, target = tmp_path / ".build.tmp", tmp_path / "build"
+    for folder in (built, target):
+        folder.mkdir()
+        (folder / "part").write_text(folder.name)
+    with pytest.raises(OSError):
+        paths.publish_folder(built, target, finished=lambda folder: False)
+    assert (built / "part").read_text() == ".build.tmp"       # nothing of ours was lost
+    assert paths.publish_folder(built, target) is False       # a finished one: ours dropped
+    assert not built.exists() and (target / "part").read_text() == "build"
+
+
 def test_two_loads_finishing_the_same_cache_at_once_both_succeed(tmp_path: Path,
                                                                  monkeypatch) -> None:
     """The other load's cache appears just before ours is swapped in: keep it, drop ours."""
     import shutil
     import types
 
-    from nbutils.data import core
-
     def replace(src, dst):
         if Path(src).is_dir() and not Path(dst).exists():  # the other process wins the race
             shutil.copytree(src, dst)
         os.replace(src, dst)
 
-    monkeypatch.setattr(core, "os", types.SimpleNamespace(**{**vars(os), "replace": replace}))
+    monkeypatch.setattr(paths, "os", types.SimpleNamespace(**{**vars(os), "replace": replace}))
     data = _shapes(tmp_path)
     monkeypatch.undo()
     assert data.cache_dir is not None and (data.cache_dir / "meta.json").is_file()

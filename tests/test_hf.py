@@ -440,7 +440,9 @@ def test_a_build_another_process_published_first_is_kept(tmp_path: Path, monkeyp
             shutil.copytree(src, dst)
         os.replace(src, dst)
 
-    monkeypatch.setattr(hf_offline, "os", types.SimpleNamespace(**{**vars(os), "replace": replace}))
+    from nbutils import paths
+
+    monkeypatch.setattr(paths, "os", types.SimpleNamespace(**{**vars(os), "replace": replace}))
     built = hf_offline.build_tiny_random("tiny-random", tmp_path)
     monkeypatch.undo()
     assert hf_offline._build_complete(built)

@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from ..paths import atomic_write_text, make_temp_dir, remove_stale_temp_dirs, resolve_path
+from ..paths import (
+    atomic_write_text,
+    make_temp_dir,
+    publish_folder,
+    remove_stale_temp_dirs,
+    resolve_path,
+)
 from .sources import ImageReadError, Source, make_source
 from .specs import DatasetError, parse_spec
 from .split import stratified_split
@@ -194,14 +200,9 @@ def _save_cache(cache_dir: Path, tmp_dir: Path, splits: dict, meta: dict) -> Non
                                for name, (arrays, _ids) in splits.items()
                                for key, arr in arrays.items()}}
     atomic_write_text(tmp_dir / "meta.json", json.dumps(meta, indent=1))
-    try:
-        os.replace(tmp_dir, cache_dir)
-    except OSError:
-        if not cache_dir.exists():
-            raise
-        # another process finished the same cache first (between any check and the swap):
-        # its arrays come from the same files and settings, so keep them and drop ours
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    # another process may finish the same cache first: its arrays come from the same
+    # files and settings, so keep them
+    publish_folder(tmp_dir, cache_dir)
 
 
 def _split_from_files(cache_dir: Path, name: str, ids: list[str]) -> Split:
